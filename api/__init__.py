@@ -1,0 +1,1 @@
+"""The Kubernetes resources (pydantic models) and CRD generation."""

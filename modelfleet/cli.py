@@ -1,0 +1,58 @@
+"""The `modelfleet` command.
+
+Each subcommand lives in the module that owns it, as two functions: `configure(parser)` adds its
+arguments and `run(args) -> int` does the work. Modules keep heavy imports (torch, kopf) inside
+`run`, so `modelfleet --help` and `modelfleet crds` stay fast and torch-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "crds": ("modelfleet.api.cli", "write the CRDs generated from the API models"),
+    "techniques": ("modelfleet.trainer.techniques.cli", "list the technique catalogue"),
+    "train": ("modelfleet.trainer.cli", "train one resolved spec (what a TorchX job runs)"),
+    "operator": ("modelfleet.operator.main", "run the operator (kopf) against a cluster"),
+    "plan": ("modelfleet.operator.plan_cmd", "dry run: what a change would retrain and why"),
+    "local": ("modelfleet.operator.local", "reconcile a folder of manifests on this machine"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from modelfleet import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="modelfleet",
+        description="One template, many ranking models: train, gate and promote them.",
+    )
+    parser.add_argument("--version", action="version", version=f"modelfleet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        try:
+            importlib.import_module(module).configure(p)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            p.set_defaults(_missing=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    if getattr(args, "_missing", False):
+        print(f"modelfleet {args.command}: not available in this build", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

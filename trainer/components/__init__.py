@@ -1,0 +1,1 @@
+"""Model components, each implemented once and composed from the architecture spec."""

@@ -1,0 +1,1 @@
+"""Technique registry: the torch-free catalogue and the torch implementations."""
