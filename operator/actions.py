@@ -1,0 +1,86 @@
+"""What the planner decides, as plain data. The kopf handlers and `modelfleet local` apply these.
+
+The planner (`modelfleet.operator.planner`) is a pure function from what is in the cluster
+(one template, its instances, their runs, the time) to a `Plan`. Applying a plan is the only
+place that writes: a kopf handler applies it through the Kubernetes API, `modelfleet local`
+through a file-backed store, tests inspect it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from modelfleet.api.resources import Metrics, TrainingRunSpec
+
+EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True)
+class CreateRun:
+    """Create TrainingRun `name` (deterministic: `<instance>-<revision>`) for `instance`."""
+
+    instance: str
+    name: str
+    spec: TrainingRunSpec
+    wave: int
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CancelRun:
+    """Cancel the run's job and mark it Superseded or Cancelled (the run object stays for history)."""
+
+    name: str
+    phase: Literal["Superseded", "Cancelled"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class DeleteRun:
+    """Garbage-collect a finished run (history limit or TTL)."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PatchStatus:
+    """Merge-patch the status of one object. `kind` is ModelTemplate, ModelInstance or TrainingRun."""
+
+    kind: str
+    name: str
+    status: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    name: str
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Promote:
+    """Record a succeeded run's model as the instance's promoted model."""
+
+    instance: str
+    run: str
+    revision: str
+    metrics: Metrics
+    model_uri: str
+
+
+Action = CreateRun | CancelRun | DeleteRun | PatchStatus | Event | Promote
+
+
+@dataclass
+class Plan:
+    actions: list[Action] = field(default_factory=list)
+    requeue_after: float | None = None  # seconds until the planner wants to look again (backoff, TTL)
+
+    def of(self, kind: type) -> list:
+        return [a for a in self.actions if isinstance(a, kind)]
