@@ -1,0 +1,56 @@
+"""Operator configuration: environment variables (set by the Helm chart from values) and flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+Scheduler = Literal["local_cwd", "kubernetes", "kueue"]
+SCHEDULERS: tuple[str, ...] = ("local_cwd", "kubernetes", "kueue")
+DEFAULT_TRAINER_IMAGE = "ghcr.io/modelfleet/trainer:0.1.0"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    scheduler: Scheduler = "local_cwd"
+    queue: str | None = None  # Volcano queue (kubernetes) or Kueue LocalQueue (kueue)
+    trainer_image: str = DEFAULT_TRAINER_IMAGE
+    output_uri: str = "/tmp/modelfleet/runs"  # base fsspec URI; a run writes under <base>/<ns>/<run>
+    namespaces: tuple[str, ...] = ()  # empty: cluster-wide
+    metrics_port: int = 8080
+    log_dir: str | None = None  # local_cwd: where TorchX writes job logs
+    poll_seconds: float = 10.0  # how often in-flight runs are polled
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
+        env = dict(os.environ if env is None else env)
+        scheduler = env.get("MODELFLEET_SCHEDULER", "local_cwd")
+        if scheduler not in SCHEDULERS:
+            raise ConfigError(
+                f"MODELFLEET_SCHEDULER={scheduler!r} is not a scheduler; allowed: {', '.join(SCHEDULERS)}"
+            )
+        queue = env.get("MODELFLEET_QUEUE") or None
+        if scheduler == "kueue" and not queue:
+            raise ConfigError("MODELFLEET_QUEUE must name a Kueue LocalQueue when MODELFLEET_SCHEDULER=kueue")
+        try:
+            port = int(env.get("MODELFLEET_METRICS_PORT", "8080"))
+            poll = float(env.get("MODELFLEET_POLL_SECONDS", "10"))
+        except ValueError as exc:
+            raise ConfigError(f"MODELFLEET_METRICS_PORT/MODELFLEET_POLL_SECONDS: {exc}") from None
+        namespaces = tuple(n for n in env.get("MODELFLEET_NAMESPACES", "").split(",") if n.strip())
+        return cls(
+            scheduler=scheduler,  # type: ignore[arg-type]
+            queue=queue,
+            trainer_image=env.get("MODELFLEET_TRAINER_IMAGE", DEFAULT_TRAINER_IMAGE),
+            output_uri=env.get("MODELFLEET_OUTPUT_URI", cls.output_uri),
+            namespaces=namespaces,
+            metrics_port=port,
+            log_dir=env.get("MODELFLEET_LOG_DIR") or None,
+            poll_seconds=poll,
+        )
