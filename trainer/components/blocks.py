@@ -1,0 +1,125 @@
+"""The model's building blocks, each implemented once with explicit arguments.
+
+Shape comments use B = batch, S = sparse features, T = tokens (S, plus 1 when there are dense
+features), D = embedding dim, N = width of the flat interaction input.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class HashedEmbeddings(nn.Module):
+    """One `buckets x dim` table per categorical feature, stored as one tensor.
+
+    Ids arrive already hashed into [0, buckets) (the data layer hashes raw values); one table
+    for all features keeps the lookup a single gather instead of S small ones.
+    """
+
+    def __init__(self, n_features: int, buckets: int, dim: int):
+        super().__init__()
+        self.n_features, self.buckets, self.dim = n_features, buckets, dim
+        self.weight = nn.Parameter(torch.empty(n_features * buckets, dim))
+        nn.init.uniform_(self.weight, -(buckets**-0.5), buckets**-0.5)
+        self.register_buffer("offsets", torch.arange(n_features) * buckets, persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        # ids: [B, S] int64 in [0, buckets) -> [B, S, D]
+        return nn.functional.embedding(ids + self.offsets, self.weight)
+
+
+class MLP(nn.Module):
+    """Linear -> ReLU (-> LayerNorm) (-> Dropout) per width."""
+
+    def __init__(self, in_dim: int, widths: list[int], layernorm: bool = False, dropout: float = 0.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = in_dim
+        for w in widths:
+            layers += [nn.Linear(d, w), nn.ReLU()]
+            if layernorm:
+                layers.append(nn.LayerNorm(w))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            d = w
+        self.net = nn.Sequential(*layers)
+        self.out_dim = d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, in_dim] -> [B, widths[-1]] (identity when widths is empty)
+        return self.net(x)
+
+
+class DotInteraction(nn.Module):
+    """DLRM: pairwise dot products of the T tokens, strict upper triangle, plus the dense vector."""
+
+    def __init__(self, n_tokens: int, include_dense: bool):
+        super().__init__()
+        self.include_dense = include_dense
+        rows, cols = torch.triu_indices(n_tokens, n_tokens, offset=1)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # tokens: [B, T, D] with the dense vector (if any) first
+        z = torch.bmm(tokens, tokens.transpose(1, 2))  # [B, T, T]
+        pairs = z[:, self.rows, self.cols]  # [B, T(T-1)/2]
+        if self.include_dense:
+            return torch.cat([tokens[:, 0], pairs], dim=1)  # [B, D + T(T-1)/2]
+        return pairs
+
+
+class CrossNetwork(nn.Module):
+    """DCNv2 cross layers: x_{l+1} = x0 * (W_l x_l + b_l) + x_l; W full or low-rank U_l V_l."""
+
+    def __init__(self, dim: int, layers: int, rank: int | None = None):
+        super().__init__()
+        if rank is None:
+            self.maps = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+        else:
+            self.maps = nn.ModuleList(
+                nn.Sequential(nn.Linear(dim, rank, bias=False), nn.Linear(rank, dim))
+                for _ in range(layers)
+            )
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        # x0: [B, N] -> [B, N]
+        x = x0
+        for m in self.maps:
+            x = x0 * m(x) + x
+        return x
+
+
+class SelfAttentionBlock(nn.Module):
+    """Multi-head self-attention over feature tokens with a residual connection."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention heads ({heads}) must divide embedding dim ({dim})")
+        self.heads, self.head_dim = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, T, D]
+        b, t, d = x.shape
+        qkv = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # each [B, H, T, D/H]
+        # plain matmuls (not the fused SDPA kernel) so FLOPs are counted the same everywhere
+        scores = torch.matmul(q, k.transpose(-1, -2)) * self.head_dim**-0.5  # [B, H, T, T]
+        ctx = torch.matmul(scores.softmax(dim=-1), v)  # [B, H, T, D/H]
+        return x + self.out(ctx.transpose(1, 2).reshape(b, t, d))  # [B, T, D]
+
+
+class TaskHeads(nn.Module):
+    """One logit per task on the shared representation."""
+
+    def __init__(self, in_dim: int, n_tasks: int):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(in_dim, 1) for _ in range(n_tasks))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, in_dim] -> logits [B, n_tasks]
+        return torch.cat([h(x) for h in self.heads], dim=1)

@@ -1,0 +1,394 @@
+"""The training loop: one readable function, torchrun/DDP-aware through the environment.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them this is a single process. On CUDA the
+forward runs under bf16 autocast (recipe.precision auto/bf16). Checkpoints go to
+`<outputUri>/checkpoints/` every `recipe.checkpointEvery` steps and at the end; a restarted run
+resumes from the latest one, replaying the same data order, so a resumed run equals an
+uninterrupted one. Rank 0 evaluates and writes `metrics.json` and `spec.json`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import fsspec
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from modelfleet.trainer import evaluate
+from modelfleet.trainer.components.model import RankingModel
+from modelfleet.trainer.data import Chunk, Dataset, DenseTransform, batches
+from modelfleet.trainer.spec import TrainingSpec, short_hash
+from modelfleet.trainer.techniques.catalogue import ModelPlan, plan_cost, resolve_plan
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (diverged, incompatible checkpoint)."""
+
+
+# --- pieces the techniques switch -------------------------------------------------------------
+
+
+def task_losses(logits: torch.Tensor, labels: torch.Tensor, plan: ModelPlan) -> torch.Tensor:
+    """Per-task mean training loss [n_tasks] (log loss, optionally focal and/or label-smoothed)."""
+    logits = logits.float()
+    y = labels
+    if plan.label_smoothing:
+        y = y * (1 - plan.label_smoothing) + plan.label_smoothing / 2
+    ce = nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")  # [B, T]
+    if plan.loss == "focal":
+        p = torch.sigmoid(logits)
+        p_t = p * y + (1 - p) * (1 - y)
+        ce = ce * (1 - p_t).pow(plan.focal_gamma)
+        if plan.focal_alpha is not None:
+            ce = ce * (plan.focal_alpha * y + (1 - plan.focal_alpha) * (1 - y))
+    return ce.mean(dim=0)
+
+
+def task_weight_vector(plan: ModelPlan) -> torch.Tensor:
+    return torch.tensor(
+        [plan.task_weights.get(t.name, t.weight) for t in plan.architecture.tasks], dtype=torch.float32
+    )
+
+
+def lr_lambda(plan: ModelPlan, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the base learning rate at a step (1.0 without the schedule technique)."""
+
+    def f(step: int) -> float:
+        if step < plan.warmup_steps:
+            return (step + 1) / plan.warmup_steps
+        if not plan.cosine_decay:
+            return 1.0
+        progress = min(1.0, (step - plan.warmup_steps) / max(1, total_steps - plan.warmup_steps))
+        return plan.min_lr_ratio + (1 - plan.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+class EMA:
+    """Exponential moving average of the float parameters."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.params = [p for p in model.parameters()]
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - self.decay)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        """Exchange live and averaged weights (call again to undo)."""
+        for p, s in zip(self.params, self.shadow, strict=True):
+            tmp = p.detach().clone()
+            p.copy_(s)
+            s.copy_(tmp)
+
+    def state_dict(self) -> list[torch.Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, state: list[torch.Tensor]) -> None:
+        for s, v in zip(self.shadow, state, strict=True):
+            s.copy_(v)
+
+
+def make_optimizer(spec: TrainingSpec, model: nn.Module) -> torch.optim.Optimizer:
+    r = spec.recipe
+    params = model.parameters()
+    if r.optimizer == "adam":
+        return torch.optim.Adam(params, lr=r.learning_rate, weight_decay=r.weight_decay)
+    if r.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=r.learning_rate, weight_decay=r.weight_decay)
+    if r.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=r.learning_rate, weight_decay=r.weight_decay)
+    return torch.optim.SGD(params, lr=r.learning_rate, weight_decay=r.weight_decay)
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+def _model_key(spec: TrainingSpec) -> str:
+    """What a checkpoint must match to be resumed: the model, its techniques and its data."""
+    return short_hash({"a": spec.architecture, "t": [t.wire() for t in spec.techniques], "d": spec.data})
+
+
+def latest_checkpoint(output_uri: str) -> str | None:
+    fs, root = fsspec.core.url_to_fs(output_uri.rstrip("/") + "/checkpoints")
+    if not fs.exists(root):
+        return None
+    names = sorted(p for p in fs.ls(root, detail=False) if p.rsplit("/", 1)[-1].startswith("step-"))
+    return names[-1] if names else None
+
+
+def _save(fs: fsspec.AbstractFileSystem, path: str, state: dict[str, Any], keep: int = 2) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    folder = path.rsplit("/", 1)[0]
+    fs.makedirs(folder, exist_ok=True)
+    tmp = path + ".tmp"
+    with fs.open(tmp, "wb") as fh:
+        fh.write(buf.getvalue())
+    fs.mv(tmp, path)  # a crash mid-write never leaves a truncated "latest" checkpoint
+    old = sorted(p for p in fs.ls(folder, detail=False) if p.rsplit("/", 1)[-1].startswith("step-"))
+    for p in old[:-keep]:
+        fs.rm(p)
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+
+def _log(msg: str) -> None:
+    print(f"[modelfleet.train] {msg}", file=sys.stderr, flush=True)
+
+
+class Progress:
+    """A progress bar on a terminal, a log line every ~10 % otherwise."""
+
+    def __init__(self, total: int, start: int, enabled: bool | None = None):
+        self.total, self.tty = total, sys.stderr.isatty() if enabled is None else enabled
+        self.every = max(1, total // 10)
+        self.last = start
+
+    def update(self, step: int, loss: float, rate: float) -> None:
+        if self.tty:
+            width = 30
+            done = int(width * step / max(1, self.total))
+            bar = "#" * done + "." * (width - done)
+            print(f"\r[{bar}] {step}/{self.total} loss {loss:.4f} {rate:,.0f} ex/s", end="", file=sys.stderr)
+            if step >= self.total:
+                print(file=sys.stderr)
+        elif step - self.last >= self.every or step >= self.total:
+            self.last = step
+            _log(f"step {step}/{self.total} loss {loss:.4f} {rate:,.0f} examples/s")
+
+
+def _to_tensors(b: Chunk, transform: DenseTransform, device: torch.device):
+    return (
+        torch.from_numpy(transform(b.dense)).to(device, non_blocking=True),
+        torch.from_numpy(b.sparse).to(device, non_blocking=True),
+        torch.from_numpy(b.labels).to(device, non_blocking=True),
+    )
+
+
+def _count_batches(data: Dataset, batch_size: int) -> int:
+    rows = sum(len(c) for c in data.chunks())
+    return math.ceil(rows / batch_size)
+
+
+def predict(
+    model: nn.Module, data: Dataset, transform: DenseTransform, batch_size: int, device: torch.device,
+    autocast: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted probabilities and labels over a split: ([n, tasks], [n, tasks])."""
+    model.eval()
+    preds, labels = [], []
+    with torch.no_grad():
+        for b in batches(data.chunks(), batch_size, rng=None):
+            d, s, y = _to_tensors(b, transform, device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                logits = model(d, s)
+            preds.append(torch.sigmoid(logits.float()).cpu().numpy())
+            labels.append(y.cpu().numpy())
+    model.train()
+    if not preds:
+        raise TrainingError("the held-out split is empty; set data.evalUri or a larger data.evalFraction")
+    return np.concatenate(preds), np.concatenate(labels)
+
+
+def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
+    """Train `spec`, evaluate on its held-out split and write the outputs. Returns metrics.json."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    r = spec.recipe
+    use_bf16 = cuda and r.precision in ("auto", "bf16")
+    if r.precision == "bf16" and not cuda:
+        _log("recipe.precision bf16 asks for CUDA; training fp32 on CPU")
+
+    torch.manual_seed(r.seed)
+    np.random.seed(r.seed)
+    plan = resolve_plan(spec)
+    cost = plan_cost(plan)
+    fs, out = fsspec.core.url_to_fs(spec.output_uri)
+    ckpt_dir = out.rstrip("/") + "/checkpoints"
+
+    train_data = Dataset(spec, "train", rank, world)
+    eval_data = Dataset(spec, "eval")
+    transform = DenseTransform.fit(spec.data.dense_transform, Dataset(spec, "train"))
+
+    model = RankingModel(plan).to(device)
+    ddp_model: nn.Module = (
+        nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
+        if world > 1
+        else model
+    )
+    optimizer = make_optimizer(spec, model)
+    ema = EMA(model, plan.ema_decay) if plan.ema_decay else None
+    weights = task_weight_vector(plan).to(device)
+
+    if r.steps is not None:
+        total_steps = r.steps
+    else:
+        total_steps = r.epochs * _count_batches(train_data, r.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(plan, total_steps))
+
+    step = epoch = skip = 0
+    resumed_from = None
+    latest = latest_checkpoint(spec.output_uri)
+    if latest is not None:
+        with fs.open(latest, "rb") as fh:
+            state = torch.load(io.BytesIO(fh.read()), map_location=device, weights_only=False)
+        if state["model_key"] != _model_key(spec):
+            raise TrainingError(
+                f"checkpoint {latest} was written for a different model, techniques or data; "
+                "give this run its own outputUri"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        step, epoch, skip = state["step"], state["epoch"], state["batch_in_epoch"]
+        torch.set_rng_state(state["torch_rng"])
+        resumed_from = step
+        _log(f"resumed from checkpoint {latest} at step {step}")
+
+    def checkpoint(batch_in_epoch: int) -> None:
+        if rank != 0:
+            return
+        _save(
+            fs,
+            f"{ckpt_dir}/step-{step:010d}.pt",
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "ema": ema.state_dict() if ema else None,
+                "step": step,
+                "epoch": epoch,
+                "batch_in_epoch": batch_in_epoch,
+                "torch_rng": torch.get_rng_state(),
+                "model_key": _model_key(spec),
+                "transform": transform.state(),
+                "plan_cost": {"params": cost.params, "flopsPerExample": cost.flops_per_example},
+            },
+        )
+
+    _log(
+        f"training {spec.instance}@{spec.revision}: {cost.params:,} params, "
+        f"{cost.flops_per_example:,} FLOPs/example, {total_steps} steps, world {world}, device {device}"
+        + (", bf16 autocast" if use_bf16 else "")
+    )
+    bar = Progress(total_steps, step, progress)
+    model.train()
+    examples = 0
+    loss_value = float("nan")
+    start_step = step
+    batch_in_epoch = skip
+    t0 = time.perf_counter()
+    while step < total_steps:
+        rng = np.random.default_rng([r.seed, epoch, rank])
+        seen = 0
+        ended = True  # the epoch's data ran out (vs. the step budget)
+        synced_end = False
+        for i, b in enumerate(batches(train_data.chunks(), r.batch_size, rng)):
+            seen += 1
+            if i < skip:  # replay the data order up to where the checkpoint was taken
+                continue
+            if world > 1:
+                # ranks may hold different row counts; all end the epoch when one runs dry
+                flag = torch.ones(1, device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+                if flag.item() == 0:
+                    synced_end = True
+                    break
+            d, s, y = _to_tensors(b, transform, device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                logits = ddp_model(d, s)
+            loss = (task_losses(logits, y, plan) * weights).sum()
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss is {loss.item()} at step {step + 1}; training diverged. Lower "
+                    "recipe.learningRate, add grad-clip, or check the data for extreme values"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if plan.grad_clip_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), plan.grad_clip_norm)
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update()
+            step += 1
+            batch_in_epoch = i + 1
+            examples += len(b)
+            loss_value = loss.item()
+            bar.update(step, loss_value, examples / max(1e-9, time.perf_counter() - t0))
+            if step % r.checkpoint_every == 0 and step < total_steps:
+                checkpoint(batch_in_epoch)
+            if step >= total_steps:
+                ended = False
+                break
+        if world > 1 and ended and not synced_end:
+            flag = torch.zeros(1, device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        if seen == 0:
+            raise TrainingError("the training split is empty; check data.trainUri and data.evalFraction")
+        skip = 0
+        if ended:
+            epoch += 1
+            batch_in_epoch = 0
+    train_seconds = time.perf_counter() - t0
+    if step > start_step:
+        checkpoint(batch_in_epoch)
+
+    result: dict[str, Any] = {}
+    if rank == 0:
+        if ema is not None:
+            ema.swap()  # evaluate (and export) the averaged weights
+        p, y = predict(model, eval_data, transform, r.eval_batch_size, device, use_bf16)
+        m = evaluate.metrics(p[:, 0], y[:, 0])
+        result = {
+            **m,
+            "flopsPerExample": cost.flops_per_example,
+            "params": cost.params,
+            "steps": step,
+            "trainExamples": examples,
+            "trainExamplesPerSecond": round(examples / train_seconds, 1) if train_seconds > 0 else None,
+            "resumedFromStep": resumed_from,
+            "instance": spec.instance,
+            "revision": spec.revision,
+        }
+        if len(plan.architecture.tasks) > 1:
+            result["tasks"] = {
+                t.name: evaluate.metrics(p[:, j], y[:, j]) for j, t in enumerate(plan.architecture.tasks)
+            }
+        fs.makedirs(out, exist_ok=True)
+        with fs.open(out.rstrip("/") + "/model.pt", "wb") as fh:
+            buf = io.BytesIO()
+            torch.save({"model": model.state_dict(), "transform": transform.state()}, buf)
+            fh.write(buf.getvalue())
+        with fs.open(out.rstrip("/") + "/spec.json", "w") as fh:
+            json.dump(spec.wire(), fh, indent=2, sort_keys=True)
+        with fs.open(out.rstrip("/") + "/metrics.json", "w") as fh:
+            json.dump(result, fh, indent=2)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
