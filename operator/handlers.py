@@ -1,0 +1,588 @@
+"""The kopf handlers: thin glue between Kubernetes events and the pure core.
+
+Everything that decides lives in the core (`validation`, `planner`, `runs`); these handlers only
+find the inputs (from kopf indexes, never a namespace-wide list per event), call the core in a
+worker thread, and apply what it returns through `kube.KubeStore`.
+
+Shape of the work (see docs/operator.md for the why):
+- `templates_by_name`, `instances_by_template`, `runs_by_instance`: kopf indexes, kept current by
+  kopf's watch streams. A plan reads them in O(n) for its template's n instances.
+- One `template_rollout` daemon per ModelTemplate plans and applies. Every other handler only
+  *wakes* it; the daemon debounces (`debounce_seconds`), so a burst of k instance or run events
+  costs one plan, not k. While runs are in flight it also re-plans every `resync_seconds` or when
+  the planner asks (`plan.requeue_after`), which drives canary -> waves -> promotion.
+- `instance_changed` validates an instance against its template: problems become a `Stalled`
+  condition and one Warning Event; it never raises, so kopf never retries it hot.
+- `run_monitor`, a daemon per TrainingRun in flight, reconciles the run with the launcher and
+  wakes its template when the run finishes. `run_deleted` (behind the `naming.FINALIZER`
+  finalizer) cancels the run's job.
+
+The launcher seam: `OperatorContext.launcher` (and `read_metrics`) -- when unset, the launcher
+comes from `launcher.make_launcher(config)`. Tests inject a fake there; nothing else differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import kopf
+
+from modelfleet.api.resources import (
+    FINISHED_PHASES,
+    GROUP,
+    ModelInstance,
+    ModelTemplate,
+    TrainingRun,
+)
+from modelfleet.operator import kube, metrics, naming
+from modelfleet.operator.config import OperatorConfig
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = f"modeltemplates.{GROUP}"
+INSTANCES = f"modelinstances.{GROUP}"
+RUNS = f"trainingruns.{GROUP}"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _ts(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclasses.dataclass
+class OperatorContext:
+    """What the handlers share: configuration, the API client, the launcher, the wake-up events.
+
+    Passed to kopf as `memo.ctx`. `launcher`/`read_metrics` are the seam for tests (a fake
+    launcher) and for `modelfleet local`; `server` points the API client at a given URL.
+    """
+
+    config: OperatorConfig
+    server: str | None = None
+    launcher: Any = None
+    read_metrics: Callable[..., Any] | None = None
+    debounce_seconds: float = 0.5
+    resync_seconds: float = 30.0
+    api_client: Any = None
+    _stores: dict[str, kube.KubeStore] = dataclasses.field(default_factory=dict)
+    _wakeups: dict[tuple[str, str], asyncio.Event] = dataclasses.field(default_factory=dict)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _annotate: Callable[[dict[str, Any]], dict[str, str]] | None = None
+    # (namespace, template) -> (revision, monotonic time the operator first saw it)
+    _revision_seen: dict[tuple[str, str], tuple[str, float, bool]] = dataclasses.field(default_factory=dict)
+
+    def start(self, settings: kopf.OperatorSettings) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.api_client is None:
+            self.api_client = kube.make_api_client(self.server)
+        if self.launcher is None:
+            from modelfleet.operator.launcher import make_launcher
+
+            self.launcher = make_launcher(self.config)
+        self._annotate = _kopf_diffbase(settings)
+
+    def store(self, namespace: str) -> kube.KubeStore:
+        st = self._stores.get(namespace)
+        if st is None:
+            st = self._stores[namespace] = kube.KubeStore(
+                self.api_client,
+                namespace,
+                finalizers=(naming.FINALIZER,),
+                annotate=self._annotate,
+                on_error=metrics.api_error,
+            )
+        return st
+
+    def _event(self, namespace: str, template: str) -> asyncio.Event:
+        ev = self._wakeups.get((namespace, template))
+        if ev is None:
+            ev = self._wakeups[(namespace, template)] = asyncio.Event()
+        return ev
+
+    def wake(self, namespace: str, template: str | None) -> None:
+        """Ask the template's rollout daemon to plan again (safe from any thread)."""
+        if not template or self._loop is None:
+            return
+        if self._loop.is_running() and _in_loop(self._loop):
+            self._event(namespace, template).set()
+        else:
+            self._loop.call_soon_threadsafe(lambda: self._event(namespace, template).set())
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _kopf_diffbase(settings: kopf.OperatorSettings) -> Callable[[dict[str, Any]], dict[str, str]]:
+    """kopf's last-handled-configuration annotation for a body we create.
+
+    kopf stores it on the first sight of every object it has change handlers for (TrainingRuns
+    have the on-delete one). Writing it into the run at creation saves that second write per run.
+    """
+    storage = settings.persistence.diffbase_storage
+
+    def annotate(body: dict[str, Any]) -> dict[str, str]:
+        kbody = kopf.Body(body)
+        patch = kopf.Patch()
+        try:
+            storage.store(body=kbody, patch=patch, essence=storage.build(body=kbody))
+        except Exception:  # an unusual storage: let kopf write it itself
+            return {}
+        return {k: v for k, v in (patch.get("metadata", {}).get("annotations") or {}).items() if v}
+
+    return annotate
+
+
+# --- status helpers ---------------------------------------------------------------------------
+
+
+def condition(type_: str, status: str, reason: str, message: str, generation: int | None) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": _ts(utcnow()),
+        "observedGeneration": generation,
+    }
+
+
+def _same_conditions(old: Iterable[dict[str, Any]] | None, new: Iterable[dict[str, Any]]) -> bool:
+    def key(c: dict[str, Any]) -> tuple:
+        return (c.get("type"), c.get("status"), c.get("reason"), c.get("message"), c.get("observedGeneration"))
+
+    return sorted(map(key, old or [])) == sorted(map(key, new))
+
+
+def stalled_status(reason: str, message: str, generation: int | None) -> dict[str, Any]:
+    """kstatus: Ready=False, Stalled=True (needs a user's fix), Reconciling=False."""
+    return {
+        "observedGeneration": generation,
+        "conditions": [
+            condition("Ready", "False", reason, message, generation),
+            condition("Stalled", "True", reason, message, generation),
+            condition("Reconciling", "False", reason, message, generation),
+        ],
+    }
+
+
+async def _write_problem(
+    ctx: OperatorContext,
+    kind: str,
+    namespace: str,
+    name: str,
+    body: kopf.Body,
+    reason: str,
+    message: str,
+) -> None:
+    """Stalled condition + one Warning Event, only when it is news (no write on resume/no-op)."""
+    generation = body.get("metadata", {}).get("generation")
+    status = stalled_status(reason, message, generation)
+    current = body.get("status") or {}
+    if current.get("observedGeneration") == generation and _same_conditions(
+        current.get("conditions"), status["conditions"]
+    ):
+        return
+    store = ctx.store(namespace)
+    await asyncio.to_thread(store.patch_status, kind, name, status)
+    await asyncio.to_thread(
+        store.record_event, kind, name, "Warning", reason, message, uid=body.get("metadata", {}).get("uid")
+    )
+
+
+# --- the core, through small adapters -------------------------------------------------------
+
+
+def _problems(result: Any) -> list[tuple[str, str]]:
+    """(reason, message) pairs from the core's `Problem`s."""
+    out = []
+    for p in result or []:
+        field = getattr(p, "field", "") or ""
+        message = getattr(p, "message", str(p))
+        if field and field not in message:
+            message = f"{field}: {message}"
+        out.append((getattr(p, "reason", "Invalid"), message))
+    return out
+
+
+def _parse(cls: type, body: dict[str, Any]) -> tuple[Any | None, tuple[str, str] | None]:
+    from pydantic import ValidationError
+
+    try:
+        return cls.model_validate(_wire(body)), None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        return None, ("InvalidSpec", f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+
+
+def _wire(body: dict[str, Any]) -> dict[str, Any]:
+    """The object as the API models read it: our fields, without kopf's and the server's extras."""
+    meta = body.get("metadata") or {}
+    out = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations", "generation", "uid") if k in meta},
+        "spec": body.get("spec"),
+    }
+    status = dict(body.get("status") or {})
+    status.pop("kopf", None)
+    if status:
+        out["status"] = status
+    return out
+
+
+def validate_template(body: dict[str, Any]) -> tuple[ModelTemplate | None, list[tuple[str, str]]]:
+    template, err = _parse(ModelTemplate, body)
+    if err:
+        return None, [err]
+    from modelfleet.operator import validation
+
+    return template, _problems(validation.validate_template(template))
+
+
+def validate_instance(
+    body: dict[str, Any], template: ModelTemplate | None
+) -> tuple[ModelInstance | None, list[tuple[str, str]]]:
+    instance, err = _parse(ModelInstance, body)
+    if err:
+        return None, [err]
+    if template is None:
+        return instance, []
+    from modelfleet.operator import validation
+
+    return instance, _problems(validation.validate_instance(instance, template))
+
+
+# --- registration ----------------------------------------------------------------------------
+
+
+def _first(values: Any) -> dict[str, Any] | None:
+    for v in values or ():
+        return v
+    return None
+
+
+def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
+    """Register every handler of the operator into `registry` (a fresh one per operator run)."""
+
+    @kopf.on.startup(registry=registry, id="operator_startup")
+    async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        ctx: OperatorContext = memo.ctx
+        # Our finalizer is the run's job-cancel finalizer; runs are created with it already set.
+        settings.persistence.finalizer = naming.FINALIZER
+        # kopf would post an Event per handler call; we post our own, meaningful ones.
+        settings.posting.enabled = False
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.execution.max_workers = max(4, settings.execution.max_workers or 0)
+        ctx.start(settings)
+
+    @kopf.on.cleanup(registry=registry, id="operator_cleanup")
+    async def operator_cleanup(memo: kopf.Memo, **_: Any) -> None:
+        client = memo.ctx.api_client
+        if client is not None:
+            await asyncio.to_thread(client.close)
+
+    # --- indexes: what a plan needs, without a list call per event ---------------------------
+
+    @kopf.index(TEMPLATES, registry=registry, id="templates_by_name")
+    def templates_by_name(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+        return {(namespace, name): dict(body)}
+
+    @kopf.index(INSTANCES, registry=registry, id="instances_by_template")
+    def instances_by_template(namespace: str, spec: kopf.Spec, body: kopf.Body, **_: Any) -> dict:
+        return {(namespace, (spec.get("templateRef") or {}).get("name")): dict(body)}
+
+    @kopf.index(RUNS, registry=registry, id="runs_by_instance")
+    def runs_by_instance(namespace: str, spec: kopf.Spec, body: kopf.Body, **_: Any) -> dict:
+        return {(namespace, spec.get("instance")): dict(body)}
+
+    # --- ModelTemplate -----------------------------------------------------------------------
+
+    @kopf.on.create(TEMPLATES, registry=registry, id="template_changed")
+    @kopf.on.update(TEMPLATES, registry=registry, id="template_changed")
+    @kopf.on.resume(TEMPLATES, registry=registry, id="template_changed")
+    async def template_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+        memo.ctx.wake(namespace, name)
+
+    @kopf.daemon(TEMPLATES, registry=registry, cancellation_timeout=5.0, id="template_rollout")
+    async def template_rollout(
+        namespace: str,
+        name: str,
+        body: kopf.Body,
+        memo: kopf.Memo,
+        stopped: kopf.DaemonStopped,
+        instances_by_template: kopf.Index,
+        runs_by_instance: kopf.Index,
+        **_: Any,
+    ) -> None:
+        ctx: OperatorContext = memo.ctx
+        wakeup = ctx._event(namespace, name)
+        wakeup.set()  # plan once on start (and after an operator restart)
+        delay: float | None = ctx.resync_seconds
+        while not stopped:
+            try:
+                await asyncio.wait_for(wakeup.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+            if stopped:
+                break
+            # Debounce: let a burst of instance/run events land in the indexes first.
+            await asyncio.sleep(ctx.debounce_seconds)
+            wakeup.clear()
+            try:
+                requeue = await _plan_and_apply(ctx, namespace, name, dict(body), instances_by_template, runs_by_instance)
+            except Exception:  # one bad plan must not kill the daemon; log, back off, retry
+                log.exception("planning %s/%s failed", namespace, name)
+                metrics.api_error("plan")
+                requeue = ctx.resync_seconds
+            delay = min(x for x in (requeue, ctx.resync_seconds) if x is not None)
+        ctx._wakeups.pop((namespace, name), None)
+
+    # --- ModelInstance -----------------------------------------------------------------------
+
+    @kopf.on.create(INSTANCES, registry=registry, id="instance_changed")
+    @kopf.on.update(INSTANCES, registry=registry, id="instance_changed")
+    @kopf.on.resume(INSTANCES, registry=registry, id="instance_changed")
+    async def instance_changed(
+        namespace: str,
+        name: str,
+        body: kopf.Body,
+        spec: kopf.Spec,
+        memo: kopf.Memo,
+        templates_by_name: kopf.Index,
+        **_: Any,
+    ) -> None:
+        ctx: OperatorContext = memo.ctx
+        template_name = (spec.get("templateRef") or {}).get("name")
+        template_body = _first(templates_by_name.get((namespace, template_name), ()))
+        template = None
+        if template_body is not None:
+            template, template_problems = await asyncio.to_thread(validate_template, template_body)
+            if template_problems:
+                template = None  # the template carries its own Stalled condition
+        instance, problems = await asyncio.to_thread(validate_instance, dict(body), template)
+        if problems:
+            reason, message = problems[0]
+            await _write_problem(ctx, "ModelInstance", namespace, name, body, reason, message)
+            return  # recorded; a user's edit (a new generation) brings us back, not a retry
+        if template_body is None:
+            await _write_problem(
+                ctx,
+                "ModelInstance",
+                namespace,
+                name,
+                body,
+                "TemplateNotFound",
+                f"spec.templateRef.name: ModelTemplate {template_name!r} not found in namespace {namespace!r}",
+            )
+            return
+        ctx.wake(namespace, template_name)
+
+    @kopf.on.delete(INSTANCES, registry=registry, optional=True, id="instance_deleted")
+    async def instance_deleted(namespace: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+        memo.ctx.wake(namespace, (spec.get("templateRef") or {}).get("name"))
+
+    # --- TrainingRun -------------------------------------------------------------------------
+
+    def _in_flight(status: kopf.Status, meta: kopf.Meta, **_: Any) -> bool:
+        return (status or {}).get("phase") not in FINISHED_PHASES and not meta.get("deletionTimestamp")
+
+    @kopf.daemon(RUNS, registry=registry, when=_in_flight, cancellation_timeout=5.0, id="run_monitor")
+    async def run_monitor(
+        namespace: str,
+        name: str,
+        body: kopf.Body,
+        memo: kopf.Memo,
+        stopped: kopf.DaemonStopped,
+        templates_by_name: kopf.Index,
+        **_: Any,
+    ) -> None:
+        ctx: OperatorContext = memo.ctx
+        while not stopped:
+            raw = dict(body)
+            template_name = (raw.get("metadata", {}).get("labels") or {}).get(naming.LABEL_TEMPLATE)
+            template_body = _first(templates_by_name.get((namespace, template_name), ()))
+            try:
+                phase, requeue = await _reconcile_run(ctx, namespace, raw, template_body)
+            except Exception:
+                log.exception("reconciling run %s/%s failed", namespace, name)
+                metrics.api_error("reconcile")
+                phase, requeue = None, ctx.config.poll_seconds
+            if phase in FINISHED_PHASES:
+                ctx.wake(namespace, template_name)
+                return
+            await stopped.wait(requeue if requeue is not None else ctx.config.poll_seconds)
+
+    @kopf.on.delete(RUNS, registry=registry, id="run_deleted")
+    async def run_deleted(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        ctx: OperatorContext = memo.ctx
+        status = body.get("status") or {}
+        if status.get("phase") not in FINISHED_PHASES and status.get("appHandle"):
+            await asyncio.to_thread(_cancel_job, ctx, dict(body))
+        labels = body.get("metadata", {}).get("labels") or {}
+        ctx.wake(namespace, labels.get(naming.LABEL_TEMPLATE))
+
+    return registry
+
+
+# --- the work itself (runs in worker threads) ---------------------------------------------------
+
+
+async def _plan_and_apply(
+    ctx: OperatorContext,
+    namespace: str,
+    name: str,
+    template_body: dict[str, Any],
+    instances_index: kopf.Index,
+    runs_index: kopf.Index,
+) -> float | None:
+    instance_bodies = list(instances_index.get((namespace, name), ()))
+    run_bodies = [r for i in instance_bodies for r in runs_index.get((namespace, i["metadata"]["name"]), ())]
+    return await asyncio.to_thread(_plan_and_apply_sync, ctx, namespace, template_body, instance_bodies, run_bodies)
+
+
+def _plan_and_apply_sync(
+    ctx: OperatorContext,
+    namespace: str,
+    template_body: dict[str, Any],
+    instance_bodies: list[dict[str, Any]],
+    run_bodies: list[dict[str, Any]],
+) -> float | None:
+    from modelfleet.operator import apply, planner
+
+    store = ctx.store(namespace)
+    name = template_body["metadata"]["name"]
+    template, problems = validate_template(template_body)
+    if problems:
+        reason, message = problems[0]
+        generation = template_body.get("metadata", {}).get("generation")
+        status = stalled_status(reason, message, generation)
+        current = template_body.get("status") or {}
+        if not (
+            current.get("observedGeneration") == generation
+            and _same_conditions(current.get("conditions"), status["conditions"])
+        ):
+            store.patch_status("ModelTemplate", name, status)
+            store.record_event(
+                "ModelTemplate", name, "Warning", reason, message, uid=template_body["metadata"].get("uid")
+            )
+        return None
+
+    instances = []
+    for body in instance_bodies:
+        inst, err = _parse(ModelInstance, body)
+        if inst is not None:
+            instances.append(inst)
+    runs = []
+    for body in run_bodies:
+        run, err = _parse(TrainingRun, body)
+        if run is not None:
+            runs.append(run)
+
+    started = time.perf_counter()
+    plan = planner.plan_template(
+        template,
+        instances,
+        runs,
+        utcnow(),
+        output_uri=f"{ctx.config.output_uri.rstrip('/')}/{namespace}",
+        image=ctx.config.trainer_image,
+    )
+    metrics.PLANNER_SECONDS.observe(time.perf_counter() - started)
+    apply.apply_plan(plan, store, **_apply_kwargs(apply.apply_plan, ctx))
+    _observe_rollout(ctx, namespace, name, template, plan, runs)
+    return plan.requeue_after
+
+
+def _apply_kwargs(fn: Callable[..., Any], ctx: OperatorContext) -> dict[str, Any]:
+    """Pass the launcher to `apply_plan` when it takes one (cancelling a superseded run's job)."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    return {"launcher": ctx.launcher} if "launcher" in params else {}
+
+
+def _observe_rollout(
+    ctx: OperatorContext, namespace: str, name: str, template: Any, plan: Any, runs: list[Any]
+) -> None:
+    """Runs by phase, and the propagation latency once every instance is promoted."""
+    from modelfleet.api.resolve import template_revision
+    from modelfleet.operator.actions import PatchStatus
+
+    revision = template_revision(template.spec)
+    key = (namespace, name)
+    seen = ctx._revision_seen.get(key)
+    if seen is None or seen[0] != revision:
+        seen = ctx._revision_seen[key] = (revision, time.monotonic(), False)
+    phases: dict[str, int] = {}
+    for run in runs:
+        phase = (run.status.phase if run.status else None) or "Pending"
+        phases[phase] = phases.get(phase, 0) + 1
+    metrics.set_runs(namespace, name, phases)
+    status = next((a.status for a in plan.of(PatchStatus) if a.kind == "ModelTemplate"), None)
+    if status is None:
+        status = (template.status.model_dump(mode="json", by_alias=True) if template.status else {})
+    total, up = status.get("instances"), status.get("upToDate")
+    if not seen[2] and total and up is not None and up >= total - (status.get("blocked") or 0) and status.get("revision") == revision:
+        metrics.PROPAGATION_SECONDS.observe(time.monotonic() - seen[1])
+        ctx._revision_seen[key] = (revision, seen[1], True)
+
+
+async def _reconcile_run(
+    ctx: OperatorContext, namespace: str, body: dict[str, Any], template_body: dict[str, Any] | None
+) -> tuple[str | None, float | None]:
+    return await asyncio.to_thread(_reconcile_run_sync, ctx, namespace, body, template_body)
+
+
+def _reconcile_run_sync(
+    ctx: OperatorContext, namespace: str, body: dict[str, Any], template_body: dict[str, Any] | None
+) -> tuple[str | None, float | None]:
+    from modelfleet.api.resources import RolloutSpec
+    from modelfleet.operator import runs as core_runs
+
+    run, err = _parse(TrainingRun, body)
+    store = ctx.store(namespace)
+    name = body["metadata"]["name"]
+    if run is None:
+        reason, message = err or ("InvalidSpec", "unparseable run")
+        store.patch_status("TrainingRun", name, {**stalled_status(reason, message, body["metadata"].get("generation")), "phase": "Failed", "reason": reason, "message": message})
+        return "Failed", None
+    policy = RolloutSpec()
+    if template_body is not None:
+        template, _ = _parse(ModelTemplate, template_body)
+        if template is not None:
+            policy = template.spec.rollout
+    kwargs: dict[str, Any] = {"policy": policy}
+    if ctx.read_metrics is not None:
+        kwargs["read_metrics"] = ctx.read_metrics
+    update = core_runs.reconcile_run(run, ctx.launcher, utcnow(), **kwargs)
+    phase = run.status.phase if run.status else None
+    if update.status_patch:
+        store.patch_status("TrainingRun", name, update.status_patch)
+        phase = update.status_patch.get("phase", phase)
+    for ev in update.events or ():
+        store.record_event("TrainingRun", name, ev.type, ev.reason, ev.message, uid=body["metadata"].get("uid"))
+    return phase, update.requeue_after
+
+
+def _cancel_job(ctx: OperatorContext, body: dict[str, Any]) -> None:
+    from modelfleet.operator import runs as core_runs
+
+    run, _ = _parse(TrainingRun, body)
+    if run is None:
+        return
+    core_runs.cancel_run(run, ctx.launcher, utcnow())

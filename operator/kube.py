@@ -1,0 +1,205 @@
+"""The Kubernetes API as a `Store`: custom objects, their status subresource, and Events.
+
+The planner's actions are applied through this store (`modelfleet.operator.apply.apply_plan`). It
+uses the official `kubernetes` client (synchronous; the kopf handlers call it from a worker thread).
+Every call is one API request; the store counts them per verb so the metrics and the propagation
+benchmark can report API writes per instance.
+
+Idempotence is what makes the operator restart-safe: creating an object that already exists (409)
+is not an error -- the name is deterministic, so the existing object *is* the one we wanted -- and
+deleting or patching one that is gone (404) is not an error either.
+
+API verbs used (the chart's RBAC must allow them):
+- modelfleet.dev modeltemplates, modelinstances, trainingruns: get, list, watch, patch (kopf)
+- modelfleet.dev trainingruns: create, delete
+- modelfleet.dev */status: patch
+- core events: create (ours and kopf's)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from modelfleet.api.resources import BY_KIND, GROUP, VERSION
+
+log = logging.getLogger(__name__)
+
+PLURALS: dict[str, str] = {kind: cls.plural for kind, cls in BY_KIND.items()}
+
+
+def make_api_client(server: str | None = None) -> Any:
+    """An ApiClient: `server` when given (tests: the emulator), else in-cluster, else kubeconfig."""
+    from kubernetes import client, config
+
+    if server:
+        cfg = client.Configuration()
+        cfg.host = server
+        cfg.verify_ssl = False
+        return client.ApiClient(cfg)
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class KubeStore:
+    """One namespace of the cluster, seen through the Store interface.
+
+    `on_error(verb)` is called on every failed API call (metrics); `owner_refs` decides whether
+    created runs are owned by their instance (cascade delete through the garbage collector).
+    """
+
+    def __init__(
+        self,
+        api_client: Any,
+        namespace: str,
+        *,
+        finalizers: tuple[str, ...] = (),
+        annotate: Callable[[dict[str, Any]], dict[str, str]] | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ):
+        from kubernetes import client
+
+        self.namespace = namespace
+        self._custom = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._finalizers = finalizers
+        self._annotate = annotate
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self.calls: Counter[str] = Counter()  # "create trainingruns", "patch modelinstances/status", ...
+
+    # --- bookkeeping -------------------------------------------------------------------------
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.calls[what] += 1
+
+    def _failed(self, verb: str, exc: Exception) -> None:
+        if self._on_error is not None:
+            self._on_error(verb)
+        log.warning("Kubernetes API %s failed: %s", verb, exc)
+
+    @property
+    def writes(self) -> int:
+        return sum(n for what, n in self.calls.items() if not what.startswith(("get ", "list ")))
+
+    # --- the Store interface -----------------------------------------------------------------
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        plural = PLURALS[kind]
+        self._count(f"get {plural}")
+        try:
+            return self._custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            self._failed("get", exc)
+            raise
+
+    def list(self, kind: str) -> list[dict[str, Any]]:
+        plural = PLURALS[kind]
+        self._count(f"list {plural}")
+        out = self._custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)
+        return list(out.get("items", []))
+
+    def create(self, kind: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create `body`; None when an object of that name already exists (it is the same one)."""
+        from kubernetes.client.exceptions import ApiException
+
+        plural = PLURALS[kind]
+        body = dict(body)
+        meta = dict(body.get("metadata") or {})
+        meta.setdefault("namespace", self.namespace)
+        if kind == "TrainingRun" and self._finalizers:
+            # Set at creation so kopf need not add it with a second write.
+            meta["finalizers"] = sorted(set(meta.get("finalizers") or []) | set(self._finalizers))
+        body["metadata"] = meta
+        body.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+        body.setdefault("kind", kind)
+        if self._annotate is not None:
+            meta["annotations"] = {**(meta.get("annotations") or {}), **self._annotate(body)}
+        self._count(f"create {plural}")
+        try:
+            return self._custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            self._failed("create", exc)
+            raise
+
+    def patch_status(self, kind: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; None when the object is gone."""
+        from kubernetes.client.exceptions import ApiException
+
+        plural = PLURALS[kind]
+        self._count(f"patch {plural}/status")
+        try:
+            return self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, self.namespace, plural, name, {"status": status}
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            self._failed("patch", exc)
+            raise
+
+    def delete(self, kind: str, name: str) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        plural = PLURALS[kind]
+        self._count(f"delete {plural}")
+        try:
+            self._custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            self._failed("delete", exc)
+            raise
+
+    def record_event(
+        self, kind: str, name: str, type: str, reason: str, message: str, *, uid: str | None = None
+    ) -> None:
+        """A core/v1 Event about one of our objects. Best effort: an Event is never worth a retry."""
+        from kubernetes.client.exceptions import ApiException
+
+        now = _now()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{name}.{uuid.uuid4().hex[:12]}", "namespace": self.namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": kind,
+                "name": name,
+                "namespace": self.namespace,
+                **({"uid": uid} if uid else {}),
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "modelfleet-operator"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": "modelfleet-operator",
+        }
+        self._count("create events")
+        try:
+            self._core.create_namespaced_event(self.namespace, body)
+        except (ApiException, ValueError) as exc:
+            self._failed("create", exc)
