@@ -1,0 +1,81 @@
+"""`modelfleet operator`: run the kopf operator against a cluster.
+
+Configuration comes from the environment (`OperatorConfig.from_env`, set by the Helm chart) and a
+few flags. Peering is on unless `--standalone`: replicas of the operator that share a peering name
+elect one active instance (kopf's KopfPeering/ClusterKopfPeering objects must exist, the chart
+creates them), so two replicas never both act on the same objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=None,
+        metavar="NS",
+        help="watch this namespace (repeatable); default: MODELFLEET_NAMESPACES, else cluster-wide",
+    )
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=None,
+        help="serve kopf's liveness probe at this URL, e.g. http://0.0.0.0:8081/healthz",
+    )
+    parser.add_argument("--peering", metavar="NAME", default="modelfleet", help="peering object name")
+    parser.add_argument(
+        "--standalone", action="store_true", help="no peering: act even if other replicas run (one replica only)"
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+
+
+def run(args: argparse.Namespace) -> int:
+    from modelfleet.operator.config import ConfigError, OperatorConfig
+
+    try:
+        config = OperatorConfig.from_env()
+    except ConfigError as exc:
+        print(f"modelfleet operator: {exc}", file=sys.stderr)
+        return 2
+    namespaces = tuple(args.namespace or ()) or config.namespaces
+    if namespaces != config.namespaces:
+        import dataclasses
+
+        config = dataclasses.replace(config, namespaces=namespaces)
+
+    import kopf
+
+    from modelfleet.operator import handlers, metrics
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        metrics.serve(config.metrics_port)
+    except OSError as exc:
+        print(f"modelfleet operator: MODELFLEET_METRICS_PORT={config.metrics_port}: {exc}", file=sys.stderr)
+        return 2
+
+    registry = handlers.register(kopf.OperatorRegistry())
+    ctx = handlers.OperatorContext(
+        config=config,
+        debounce_seconds=float(os.environ.get("MODELFLEET_DEBOUNCE_SECONDS", "0.5")),
+        resync_seconds=float(os.environ.get("MODELFLEET_RESYNC_SECONDS", "30")),
+    )
+    kopf.run(
+        registry=registry,
+        standalone=args.standalone,
+        peering_name=None if args.standalone else args.peering,
+        liveness_endpoint=args.liveness,
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
+        memo=kopf.Memo(ctx=ctx),
+    )
+    return 0
