@@ -79,6 +79,7 @@ class OperatorContext:
     _annotate: Callable[[dict[str, Any]], dict[str, str]] | None = None
     # (namespace, template) -> (revision, monotonic time the operator first saw it)
     _revision_seen: dict[tuple[str, str], tuple[str, float, bool]] = dataclasses.field(default_factory=dict)
+    plans: int = 0  # plan cycles completed (tests and the benchmark wait on it)
 
     def start(self, settings: kopf.OperatorSettings) -> None:
         self._loop = asyncio.get_running_loop()
@@ -349,6 +350,7 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
                 log.exception("planning %s/%s failed", namespace, name)
                 metrics.api_error("plan")
                 requeue = ctx.resync_seconds
+            ctx.plans += 1
             delay = min(x for x in (requeue, ctx.resync_seconds) if x is not None)
         ctx._wakeups.pop((namespace, name), None)
 
@@ -462,8 +464,6 @@ def _plan_and_apply_sync(
     instance_bodies: list[dict[str, Any]],
     run_bodies: list[dict[str, Any]],
 ) -> float | None:
-    from modelfleet.operator import apply, planner
-
     store = ctx.store(namespace)
     name = template_body["metadata"]["name"]
     template, problems = validate_template(template_body)
@@ -481,6 +481,8 @@ def _plan_and_apply_sync(
                 "ModelTemplate", name, "Warning", reason, message, uid=template_body["metadata"].get("uid")
             )
         return None
+
+    from modelfleet.operator import apply, planner
 
     instances = []
     for body in instance_bodies:

@@ -49,6 +49,8 @@ class Cluster(kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         self._rv = itertools.count(1)
         self.status_subresources: set[tuple[str, str]] = set()  # (group, plural)
+        # Every write: (verb, plural, name, subresource); the tests count the operator's writes.
+        self.writes: list[tuple[str, str, str | None, str | None]] = []
 
     async def _handle(self, request: kmock.Request) -> Any:
         data = request.data
@@ -77,6 +79,11 @@ class Cluster(kmock.KubernetesEmulator):
                     if "spec" in data and data["spec"] != current.get("spec"):
                         meta["generation"] = int(current.get("metadata", {}).get("generation", 1)) + 1
                     meta["resourceVersion"] = str(next(self._rv))
+        if res is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE, kmock.action.DELETE):
+            name = request.name
+            if name is None and isinstance(data, dict):
+                name = (data.get("metadata") or {}).get("name")
+            self.writes.append((str(request.action.value), res.plural, name, request.subresource))
         response = await super()._handle(request)
         if request.action == kmock.action.CREATE and getattr(response, "status", None) == 200:
             response.set_status(201)
