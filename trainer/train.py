@@ -114,6 +114,30 @@ def make_optimizer(spec: TrainingSpec, model: nn.Module) -> torch.optim.Optimize
     return torch.optim.SGD(params, lr=r.learning_rate, weight_decay=r.weight_decay)
 
 
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    plan: ModelPlan,
+    weights: torch.Tensor,
+    dense: torch.Tensor,
+    sparse: torch.Tensor,
+    labels: torch.Tensor,
+    bf16: bool = False,
+) -> torch.Tensor:
+    """One optimizer step; returns the weighted loss. A non-finite loss changes nothing."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(dense, sparse)
+    loss = (task_losses(logits, labels, plan) * weights).sum()
+    if not torch.isfinite(loss):
+        return loss.detach()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if plan.grad_clip_norm is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), plan.grad_clip_norm)
+    optimizer.step()
+    return loss.detach()
+
+
 # --- checkpoints ------------------------------------------------------------------------------
 
 
@@ -319,19 +343,12 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
                     synced_end = True
                     break
             d, s, y = _to_tensors(b, transform, device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                logits = ddp_model(d, s)
-            loss = (task_losses(logits, y, plan) * weights).sum()
+            loss = train_step(ddp_model, optimizer, plan, weights, d, s, y, use_bf16)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"loss is {loss.item()} at step {step + 1}; training diverged. Lower "
                     "recipe.learningRate, add grad-clip, or check the data for extreme values"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if plan.grad_clip_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), plan.grad_clip_norm)
-            optimizer.step()
             scheduler.step()
             if ema is not None:
                 ema.update()
