@@ -1,0 +1,232 @@
+"""Propagation benchmark: one template edit fanned out to n instances by the real operator.
+
+For each n, against kmock's Kubernetes emulator (in this process) and the real kopf operator (a
+subprocess, so its memory is its own, with jobs from the test harness's fake launcher that succeed
+at once): create a template and n instances, wait until the first rollout has promoted every
+instance, then edit the template's techniques (a new revision) and measure
+
+- planner time: total seconds in `plan_template` during the edit's rollout (and the number of plans),
+- API writes per instance: every create/patch/delete the operator sent during it, divided by n,
+- wall time from the edit to all n new TrainingRuns created, and to all n instances promoted,
+- the operator process's peak RSS (VmHWM).
+
+    .venv/bin/python -P benchmarks/propagation.py                 # n = 100, 1000
+    .venv/bin/python -P benchmarks/propagation.py --n 100 1000 5000
+
+The rollout policy lets every instance train at once after a one-instance canary
+(maxConcurrentRuns = n), so the time measures the operator, not the policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+TEMPLATE = "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the operator subprocess ------------------------------------------------------------------
+
+
+def serve_operator(url: str, metrics_port: int) -> None:
+    import logging
+
+    import kopf
+
+    from conftest import FakeLauncher
+    from modelfleet.operator import handlers, metrics
+    from modelfleet.operator.config import OperatorConfig
+
+    logging.basicConfig(level=logging.WARNING)
+    metrics.serve(metrics_port)
+    launcher = FakeLauncher(auto="succeed")
+    ctx = handlers.OperatorContext(
+        config=OperatorConfig(output_uri="/tmp/modelfleet-bench", metrics_port=metrics_port, poll_seconds=1.0),
+        server=url,
+        launcher=launcher,
+        read_metrics=launcher.read_metrics,
+        debounce_seconds=0.5,
+        resync_seconds=5.0,
+    )
+    registry = handlers.register(kopf.OperatorRegistry())
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=url, insecure=True, default_namespace="default")
+
+    kopf.run(registry=registry, standalone=True, clusterwide=True, memo=kopf.Memo(ctx=ctx))
+
+
+# --- the benchmark ----------------------------------------------------------------------------
+
+
+def template_body(n: int, techniques: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelfleet.dev/v1alpha1",
+        "kind": "ModelTemplate",
+        "metadata": {"name": TEMPLATE},
+        "spec": {
+            "techniques": techniques,
+            "rollout": {"maxConcurrentRuns": n, "canary": {"count": 1}, "gate": {"tolerance": 0.01}},
+        },
+    }
+
+
+def instance_body(i: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelfleet.dev/v1alpha1",
+        "kind": "ModelInstance",
+        "metadata": {"name": f"m-{i:05d}"},
+        "spec": {
+            "templateRef": {"name": TEMPLATE},
+            "event": "click",
+            "data": {"format": "synthetic", "synthetic": {"rows": 200, "seed": i}},
+        },
+    }
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^(modelfleet_planner_seconds_(?:sum|count)) ([0-9.e+-]+)$", line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def wait_for(check: Any, timeout: float, what: str) -> float:
+    start = time.perf_counter()
+    while not check():
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError(f"{what}: not reached in {timeout:.0f} s")
+        await asyncio.sleep(0.05)
+    return time.perf_counter()
+
+
+async def run_one(n: int, timeout: float) -> dict[str, Any]:
+    from conftest import running_cluster
+
+    async with running_cluster() as (cluster, url):
+        base = "/apis/modelfleet.dev/v1alpha1/namespaces/default"
+        resp = await cluster.post(f"{base}/modeltemplates", json=template_body(n, []))
+        assert resp.status == 201, await resp.text()
+        for i in range(n):
+            resp = await cluster.post(f"{base}/modelinstances", json=instance_body(i))
+            assert resp.status == 201, await resp.text()
+
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-P", __file__, "--serve-operator", url, "--metrics-port", str(port)],
+            cwd=REPO,
+        )
+        try:
+
+            def template_status() -> dict[str, Any]:
+                return (cluster.obj("modeltemplates", TEMPLATE) or {}).get("status") or {}
+
+            def promoted(revision: str | None) -> bool:
+                st = template_status()
+                return bool(revision) and st.get("revision") == revision and st.get("upToDate") == n
+
+            # The first rollout: every instance trains once.
+            await wait_for(lambda: template_status().get("revision"), timeout, "first revision")
+            first = template_status()["revision"]
+            await wait_for(lambda: promoted(first), timeout, "first rollout promoted")
+            await asyncio.sleep(1.0)  # let the last run daemons and status writes settle
+            before = scrape(port)
+            mark = len(cluster.writes)
+
+            # The edit: one technique more, a new revision for every instance.
+            t0 = time.perf_counter()
+            resp = await cluster.patch(
+                f"{base}/modeltemplates/{TEMPLATE}",
+                json={"spec": {"techniques": [{"name": "grad-clip", "params": {"maxNorm": 1.0}}]}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+            assert resp.status == 200, await resp.text()
+            created = lambda: sum(1 for w in cluster.writes[mark:] if w[0] == "create" and w[1] == "trainingruns")
+            t_created = await wait_for(lambda: created() >= n, timeout, "all runs created")
+            await wait_for(lambda: template_status().get("revision") not in (None, first), timeout, "new revision")
+            second = template_status()["revision"]
+            t_promoted = await wait_for(lambda: promoted(second), timeout, "second rollout promoted")
+            await asyncio.sleep(1.0)
+            after = scrape(port)
+            writes = cluster.writes[mark + 1 :]  # everything after the user's own patch
+            by_kind = collections.Counter(f"{w[0]} {w[1]}{'/' + w[3] if w[3] else ''}" for w in writes)
+            return {
+                "n": n,
+                "plans": after.get("modelfleet_planner_seconds_count", 0) - before.get("modelfleet_planner_seconds_count", 0),
+                "planner_s": after.get("modelfleet_planner_seconds_sum", 0) - before.get("modelfleet_planner_seconds_sum", 0),
+                "writes_per_instance": len(writes) / n,
+                "writes_by_kind": dict(sorted(by_kind.items())),
+                "runs_created_s": t_created - t0,
+                "promoted_s": t_promoted - t0,
+                "peak_rss_mb": peak_rss_mb(proc.pid),
+            }
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--json", action="store_true", help="also print the raw results as JSON")
+    parser.add_argument("--serve-operator", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--metrics-port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_operator:
+        serve_operator(args.serve_operator, args.metrics_port)
+        return 0
+
+    results = [asyncio.run(run_one(n, args.timeout)) for n in args.n]
+    header = "| n | plans | planner time (s) | API writes / instance | edit -> all runs created (s) | edit -> all promoted (s) | operator peak RSS (MiB) |"
+    print(header)
+    print("|---:" * 7 + "|")
+    for r in results:
+        print(
+            f"| {r['n']} | {r['plans']:.0f} | {r['planner_s']:.2f} | {r['writes_per_instance']:.2f} |"
+            f" {r['runs_created_s']:.1f} | {r['promoted_s']:.1f} | {r['peak_rss_mb']:.0f} |"
+        )
+    print()
+    for r in results:
+        print(f"n={r['n']} writes by kind: " + ", ".join(f"{k}={v}" for k, v in r["writes_by_kind"].items()))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
