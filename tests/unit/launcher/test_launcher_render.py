@@ -1,0 +1,147 @@
+"""The jobs the cluster launchers submit, rendered offline (TorchX dry runs) and validated against
+the Kubernetes OpenAPI schemas; the kueue scheduler's plugin registration and TorchX CLI."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from modelfleet.api.resources import TrainingRunSpec
+from modelfleet.operator import naming
+from modelfleet.operator.config import OperatorConfig
+from modelfleet.operator.kueue_scheduler import QUEUE_LABEL, KueueScheduler, app_to_job, Opts
+from modelfleet.operator.launcher import KueueLauncher, VolcanoLauncher, make_launcher
+from modelfleet.trainer.spec import TrainingSpec
+
+REPO = Path(__file__).resolve().parents[3]
+K8S = "1.30"  # the oldest Kubernetes we support; batch/v1 Indexed Jobs with suspend are GA there
+
+
+def run_spec(nnodes: int = 2, gpus: int = 1, image: str | None = None) -> TrainingRunSpec:
+    training = TrainingSpec.model_validate({
+        "instance": "ctr-feed", "revision": "abc123", "event": "click", "architecture": {},
+        "data": {"format": "synthetic", "synthetic": {"rows": 200}}, "outputUri": "s3://bucket/ml/ctr-feed-abc123",
+    })
+    return TrainingRunSpec(instance="ctr-feed", revision="abc123", training=training, image=image,
+                           resources={"nnodes": nnodes, "gpusPerNode": gpus, "cpu": 4, "memoryMb": 8192})
+
+
+LABELS = {naming.LABEL_INSTANCE: "ctr-feed", naming.LABEL_TEMPLATE: "ranking"}
+
+
+def kueue_render(**kw: Any):
+    launcher = KueueLauncher(OperatorConfig(scheduler="kueue", queue="team-a"), api_client=object())
+    return launcher.render("ctr-feed-abc123", 3, run_spec(**kw), dict(LABELS), namespace="ml").request
+
+
+def test_kueue_job_is_a_valid_suspended_indexed_job() -> None:
+    req = kueue_render()
+    job, svc = req.job, req.service
+    kubernetes_validate.validate(job, K8S, strict=True)
+    kubernetes_validate.validate(svc, K8S, strict=True)
+    spec = job["spec"]
+    assert spec["suspend"] is True and spec["completionMode"] == "Indexed"
+    assert spec["completions"] == spec["parallelism"] == 2
+    assert job["metadata"]["labels"][QUEUE_LABEL] == "team-a"
+    assert job["metadata"]["namespace"] == "ml"
+    for obj in (job, spec["template"], svc):
+        labels = obj["metadata"]["labels"]
+        assert labels[naming.LABEL_RUN] == "ctr-feed-abc123" and labels[naming.LABEL_ATTEMPT] == "3"
+        assert labels[naming.LABEL_INSTANCE] == "ctr-feed"
+    (container,) = spec["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["resources"]["requests"] == {"cpu": "4000m", "memory": "8192Mi", "nvidia.com/gpu": "1"}
+    assert container["image"] == "ghcr.io/modelfleet/trainer:0.1.0"  # the operator default
+
+
+def test_kueue_rendezvous_goes_through_the_headless_service() -> None:
+    req = kueue_render(nnodes=3)
+    name = req.job["metadata"]["name"]
+    pod_spec = req.job["spec"]["template"]["spec"]
+    assert len(f"{name}-2") <= 63, "indexed pod hostnames must stay DNS labels"
+    assert pod_spec["subdomain"] == name == req.service["metadata"]["name"]
+    assert req.service["spec"]["clusterIP"] == "None"
+    assert req.service["spec"]["selector"] == {"batch.kubernetes.io/job-name": name}
+    env = {e["name"]: e.get("value") for e in pod_spec["containers"][0]["env"]}
+    assert env["TORCHX_RANK0_HOST"] == f"{name}-0.{name}"
+    script = pod_spec["containers"][0]["command"][-1]
+    assert "${TORCHX_RANK0_HOST:=localhost}:29500" in script and "--nnodes 3" in script
+    # The trainer gets the resolved spec back intact through the shell quoting.
+    argv = shlex.split(script)
+    spec_json = argv[argv.index("--spec-json") + 1]
+    assert TrainingSpec.model_validate_json(spec_json).output_uri == "s3://bucket/ml/ctr-feed-abc123"
+
+
+def test_kueue_run_image_wins_over_operator_default() -> None:
+    req = kueue_render(image="registry.example/trainer:dev")
+    assert req.job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/trainer:dev"
+
+
+def test_kueue_rejects_multi_role_apps_by_name() -> None:
+    from torchx.specs import AppDef, Resource, Role
+
+    r = Resource(cpu=1, gpu=0, memMB=512)
+    app = AppDef("two", roles=[Role("a", image="x", resource=r), Role("b", image="x", resource=r)])
+    with pytest.raises(ValueError, match="'two' has 2 roles"):
+        app_to_job(app, Opts(queue="q"))
+
+
+def test_volcano_job_carries_our_labels_and_valid_pod_templates() -> None:
+    launcher = VolcanoLauncher(OperatorConfig(scheduler="kubernetes", queue="gpu"), api_client=object())
+    resource = launcher.render("ctr-feed-abc123", 1, run_spec(nnodes=2), dict(LABELS), namespace="ml").request.resource
+    assert resource["apiVersion"] == "batch.volcano.sh/v1alpha1" and resource["spec"]["queue"] == "gpu"
+    assert resource["metadata"]["labels"][naming.LABEL_RUN] == "ctr-feed-abc123"
+    assert resource["metadata"]["labels"][naming.LABEL_ATTEMPT] == "1"
+    tasks = resource["spec"]["tasks"]
+    assert len(tasks) == 2  # TorchX renders one task per replica
+    for task in tasks:
+        pod = task["template"]
+        # The Volcano Job is a CRD; its pod templates are core/v1 PodTemplateSpecs.
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": pod}, K8S, strict=True
+        )
+        assert pod["metadata"]["labels"][naming.LABEL_RUN] == "ctr-feed-abc123"
+        name = f"{resource['metadata']['name']}-{task['name']}-0"
+        assert len(name) <= 63, f"pod name {name} too long"
+
+
+def test_cluster_launchers_need_a_queue() -> None:
+    with pytest.raises(ValueError, match="MODELFLEET_QUEUE"):
+        make_launcher(OperatorConfig(scheduler="kueue"))
+    with pytest.raises(ValueError, match="Volcano queue"):
+        make_launcher(OperatorConfig(scheduler="kubernetes"))
+
+
+def test_kueue_is_a_registered_torchx_scheduler() -> None:
+    from torchx.schedulers import get_scheduler_factories
+
+    factories = get_scheduler_factories()
+    assert "kueue" in factories
+    assert isinstance(factories["kueue"]("s"), KueueScheduler)
+
+
+def test_torchx_cli_dryrun_with_kueue() -> None:
+    # A built-in component: the point is that `torchx run -s kueue` finds and renders our scheduler.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "torchx"), "run", "-s", "kueue", "--dryrun", "-cfg", "queue=team-a,namespace=ml",
+         "dist.torchrun", "-j", "2x1", "--gpu", "1", "--script", "train.py"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout.split("=== SCHEDULER REQUEST ===", 1)[1]) if d]
+    job = next(d for d in docs if d["kind"] == "Job")
+    svc = next(d for d in docs if d["kind"] == "Service")
+    assert job["metadata"]["labels"][QUEUE_LABEL] == "team-a" and job["spec"]["suspend"] is True
+    assert job["spec"]["completions"] == 2 and job["metadata"]["namespace"] == "ml"
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    kubernetes_validate.validate(job, K8S, strict=True)
+    kubernetes_validate.validate(svc, K8S, strict=True)
