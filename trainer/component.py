@@ -4,7 +4,7 @@ Importable without torch (the operator imports it). Works with any TorchX schedu
 `torchx run -s local_cwd modelfleet/trainer/component.py:train --spec_json "$(cat spec.json)"`.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: TorchX reads the parameter types at runtime.
 
 import torchx.specs as specs
 from torchx.components import dist
