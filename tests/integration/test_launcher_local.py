@@ -1,0 +1,133 @@
+"""The local_cwd launcher really trains through TorchX, survives an operator restart, and cancels.
+
+Needs torch (the `train` extra) and `torchrun` on PATH (put there from this interpreter's bin).
+Sizes are tiny: a few training steps on 200 synthetic rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from modelfleet.api.resources import TrainingRunSpec
+from modelfleet.operator.config import OperatorConfig
+from modelfleet.operator.launcher import JobState, LocalLauncher, make_launcher
+from modelfleet.trainer.spec import TrainingSpec
+
+pytest.importorskip("torch")
+pytestmark = pytest.mark.slow
+
+# A guard against a hung job, not a speed assertion: these runs take seconds.
+HANG_GUARD_S = 240
+
+
+@pytest.fixture(autouse=True)
+def _torchrun_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def spec(out: Path, steps: int = 3, data: dict | None = None) -> TrainingRunSpec:
+    training = TrainingSpec.model_validate({
+        "instance": "ctr", "revision": "r1", "event": "label",
+        "architecture": {"embedding": {"dim": 4, "buckets": 64}, "bottomMlp": [8, 4], "overArch": [8]},
+        "recipe": {"steps": steps, "batchSize": 32, "evalBatchSize": 256, "checkpointEvery": 100_000},
+        "data": data or {"format": "synthetic", "synthetic": {"rows": 200, "dense": 2, "sparse": 2, "cardinality": 10}},
+        "outputUri": str(out),
+    })
+    return TrainingRunSpec(instance="ctr", revision="r1", training=training, resources={"cpu": 1, "memoryMb": 1024})
+
+
+def wait(launcher: LocalLauncher, handle: str, until: tuple[str, ...]) -> JobState:
+    deadline = time.monotonic() + HANG_GUARD_S
+    while True:
+        state = launcher.state(handle)
+        if state.phase in until:
+            return state
+        if time.monotonic() > deadline:
+            pytest.fail(f"job {handle} still {state} after {HANG_GUARD_S}s")
+        time.sleep(0.5)
+
+
+def config(tmp_path: Path) -> OperatorConfig:
+    return OperatorConfig(scheduler="local_cwd", log_dir=str(tmp_path / "logs"), output_uri=str(tmp_path / "runs"))
+
+
+def test_trains_to_success_and_a_new_launcher_still_knows(tmp_path: Path) -> None:
+    out = tmp_path / "runs" / "ctr-r1"
+    launcher = make_launcher(config(tmp_path))
+    assert launcher.find("ctr-r1", 1) is None
+    handle = launcher.submit("ctr-r1", 1, spec(out), {"modelfleet.dev/instance": "ctr"})
+    assert handle.startswith("local_cwd://")
+
+    state = wait(launcher, handle, ("Succeeded", "Failed", "Cancelled"))
+    assert state.phase == "Succeeded", state
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["examples"] > 0
+
+    # An operator restart: a new launcher (new TorchX Runner) adopts and reads the same job.
+    restarted = LocalLauncher(config(tmp_path))
+    assert restarted.find("ctr-r1", 1) == handle
+    assert restarted.find("ctr-r1", 2) is None and restarted.find("other", 1) is None
+    assert restarted.state(handle).phase == "Succeeded"
+    restarted.cancel(handle)  # finished jobs stay finished; cancel is a no-op
+    assert restarted.state(handle).phase == "Succeeded"
+
+
+def test_bad_data_fails_with_the_trainers_message(tmp_path: Path) -> None:
+    launcher = LocalLauncher(config(tmp_path))
+    data = {"format": "csv", "trainUri": str(tmp_path / "missing.csv"), "denseColumns": ["d0"]}
+    handle = launcher.submit("ctr-r1", 1, spec(tmp_path / "out", data=data), {})
+    state = wait(launcher, handle, ("Succeeded", "Failed", "Cancelled"))
+    assert state.phase == "Failed" and state.reason == "Error"
+    assert "missing.csv" in (state.message or "") and "logs:" in (state.message or "")
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    # after a restart the failure is still a failure, not a success or an unknown
+    assert LocalLauncher(config(tmp_path)).state(handle).phase == "Failed"
+
+
+def _pids(launcher: LocalLauncher, handle: str) -> list[int]:
+    app_id = handle.rsplit("/", 1)[1]
+    record = json.loads((Path(launcher.log_dir) / "modelfleet" / "apps" / f"{app_id}.json").read_text())
+    return [p["pid"] for p in record["processes"]]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def test_cancel_stops_the_process_from_the_same_and_from_a_restarted_launcher(tmp_path: Path) -> None:
+    launcher = LocalLauncher(config(tmp_path))
+    long = spec(tmp_path / "a", steps=10_000_000)
+    first = launcher.submit("ctr-a", 1, long, {})
+    second = launcher.submit("ctr-b", 1, spec(tmp_path / "b", steps=10_000_000), {})
+    wait(launcher, first, ("Running",))
+    wait(launcher, second, ("Running",))
+
+    launcher.cancel(first)
+    assert wait(launcher, first, ("Cancelled", "Failed", "Succeeded")).phase == "Cancelled"
+    launcher.cancel(first)  # idempotent
+
+    restarted = LocalLauncher(config(tmp_path))
+    assert restarted.find("ctr-b", 1) == second
+    assert restarted.state(second).phase == "Running"  # from the recorded live process
+    pids = _pids(restarted, second)
+    assert pids
+    restarted.cancel(second)
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not all(_gone(p) for p in pids):
+        assert time.monotonic() < deadline, f"processes {pids} survived cancel"
+        time.sleep(0.2)
+    assert restarted.state(second).phase == "Cancelled"
+    assert restarted.find("ctr-b", 1) is None  # a cancelled attempt is never adopted
+    assert not (tmp_path / "b" / "metrics.json").exists()
+    restarted.cancel("local_cwd://modelfleet/never-submitted-x")  # missing job: not an error
+    assert restarted.state("local_cwd://modelfleet/never-submitted-x").reason == "NotFound"
