@@ -25,6 +25,30 @@ class CreateRun:
     spec: TrainingRunSpec
     wave: int
     labels: dict[str, str] = field(default_factory=dict)
+    owner_uid: str | None = None  # the instance's uid: the run is owned by it (cascade delete)
+
+    def body(self) -> dict[str, Any]:
+        """The TrainingRun object to create (no status: the status subresource is written apart)."""
+        from modelfleet.api.resources import API_VERSION
+
+        meta: dict[str, Any] = {"name": self.name, "labels": dict(self.labels)}
+        if self.owner_uid:
+            meta["ownerReferences"] = [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "ModelInstance",
+                    "name": self.instance,
+                    "uid": self.owner_uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ]
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "TrainingRun",
+            "metadata": meta,
+            "spec": self.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        }
 
 
 @dataclass(frozen=True)
@@ -81,6 +105,11 @@ Action = CreateRun | CancelRun | DeleteRun | PatchStatus | Event | Promote
 class Plan:
     actions: list[Action] = field(default_factory=list)
     requeue_after: float | None = None  # seconds until the planner wants to look again (backoff, TTL)
+    # Per instance: what the planner concluded and why ({"state", "reason", "message", "revision",
+    # "flopsPerExample", ...}). Read by `modelfleet plan`/`local`; applying a plan ignores it.
+    instances: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The template's computed status (also when unchanged, so no PatchStatus was emitted).
+    template_status: dict[str, Any] = field(default_factory=dict)
 
     def of(self, kind: type) -> list:
         return [a for a in self.actions if isinstance(a, kind)]

@@ -1,0 +1,287 @@
+"""The TrainingRun lifecycle, pure over a launcher: submit or adopt, poll, retry, finish.
+
+Public API (stable; the kopf `run_monitor` daemon and `modelfleet local` call these):
+- `reconcile_run(run, launcher, now, *, policy=RolloutSpec(), read_metrics=read_metrics_json)
+  -> RunUpdate(status_patch, events, requeue_after)`: one step of one run. The caller merge-patches
+  `status_patch` (None: nothing changed, write nothing), records `events`, and calls again after
+  `requeue_after` seconds (None: the run is finished, stop).
+- `cancel_run(run, launcher, now, *, phase="Cancelled", reason="Cancelled", message=...)
+  -> RunUpdate`: cancel the run's job (best effort) and finish the run (supersede, delete).
+- `read_metrics_json(output_uri) -> dict | None`: `<output_uri>/metrics.json` through fsspec.
+- `job_phase(state) -> (phase, reason, message)`: a launcher's state, normalised.
+
+Lifecycle:
+- no job yet (phase unset/Pending, no `appHandle`): after `nextAttemptAt`, attempt = attempts + 1;
+  `launcher.find(run, attempt)` first -- a job submitted just before a crash is adopted, never
+  submitted twice -- else `launcher.submit(...)`. The handle, scheduler, attempt and startTime are
+  written at once (one patch) so a restart finds them.
+- a job: `launcher.state(handle)`; a status patch only when phase/reason/message changed.
+- the job failed: if attempts <= policy.maxRetries, back to Pending with `nextAttemptAt = now +
+  backoffSeconds * 2**(attempt-1)`; else phase Failed with the job's specific reason
+  (ImagePullBackOff, Unschedulable, Inadmissible, DeadlineExceeded, ...), which the planner
+  bubbles up to the instance.
+- the job succeeded: metrics.json is read into `status.metrics`; a succeeded job without metrics
+  is a failed run (reason MetricsMissing) -- a model nobody can gate is never promoted.
+- a finished run is left alone.
+
+The launcher protocol (operator/launcher.py): `submit(run_name, attempt, spec, labels) -> handle`,
+`find(run_name, attempt) -> handle | None`, `state(handle) -> JobState(phase, reason, message)`,
+`cancel(handle)`. `state` may also answer a bare phase string or a TorchX `AppState`; both are
+understood.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelfleet.api.resources import FINISHED_PHASES, Metrics, RolloutSpec, TrainingRun
+from modelfleet.operator.actions import Event
+from modelfleet.operator.naming import (
+    LABEL_ATTEMPT,
+    LABEL_INSTANCE,
+    LABEL_REVISION,
+    LABEL_RUN,
+    LABEL_TEMPLATE,
+    label_value,
+)
+from modelfleet.operator.status import parse_time, timestamp
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 10.0
+
+# TorchX AppState names (and ours) -> run phase.
+_PHASES = {
+    "UNSUBMITTED": "Pending",
+    "SUBMITTED": "Pending",
+    "PENDING": "Pending",
+    "QUEUED": "Pending",
+    "RUNNING": "Running",
+    "SUCCEEDED": "Succeeded",
+    "FAILED": "Failed",
+    "CANCELLED": "Cancelled",
+    "UNKNOWN": "Unknown",
+}
+
+
+@dataclass
+class RunUpdate:
+    status_patch: dict[str, Any] | None = None
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+def job_phase(state: Any) -> tuple[str, str | None, str | None]:
+    """(phase, reason, message) of whatever `launcher.state()` answered."""
+    if state is None:
+        return "Unknown", "JobLost", "the launcher no longer knows this job"
+    phase = getattr(state, "phase", state)
+    reason = getattr(state, "reason", None) or None
+    message = getattr(state, "message", None) or None
+    name = getattr(phase, "name", None) or str(phase)
+    return _PHASES.get(name.upper(), name if name in FINISHED_PHASES + ("Pending", "Running") else "Unknown"), reason, message
+
+
+def read_metrics_json(output_uri: str) -> dict[str, Any] | None:
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(output_uri)
+        with fs.open(root.rstrip("/") + "/metrics.json", "r") as fh:
+            return json.load(fh)
+    except (FileNotFoundError, json.JSONDecodeError, OSError) as exc:
+        log.warning("no metrics.json under %s: %s", output_uri, exc)
+        return None
+
+
+def _metrics(raw: dict[str, Any]) -> dict[str, Any]:
+    """The part of metrics.json that `status.metrics` holds (its schema rejects other keys)."""
+    known = {}
+    for name, f in Metrics.model_fields.items():
+        for key in (f.alias, name):
+            if key and key in raw and raw[key] is not None:
+                known[name] = raw[key]
+                break
+    return Metrics.model_validate(known).model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _event(run: TrainingRun, type_: str, reason: str, message: str) -> Event:
+    return Event("TrainingRun", run.metadata.name, type_, reason, message)  # type: ignore[arg-type]
+
+
+def job_labels(run: TrainingRun, attempt: int) -> dict[str, str]:
+    """The job's labels: the run's own modelfleet labels plus run and attempt (adoption finds by them)."""
+    group = LABEL_TEMPLATE.split("/")[0] + "/"
+    labels = {k: v for k, v in run.metadata.labels.items() if k.startswith(group)}
+    labels.setdefault(LABEL_INSTANCE, label_value(run.spec.instance))
+    labels.setdefault(LABEL_REVISION, label_value(run.spec.revision))
+    labels[LABEL_RUN] = label_value(run.metadata.name)
+    labels[LABEL_ATTEMPT] = str(attempt)
+    return labels
+
+
+def _failed(run: TrainingRun, attempt: int, reason: str, message: str, now: dt.datetime, policy: RolloutSpec) -> RunUpdate:
+    name = run.metadata.name
+    if attempt <= policy.max_retries:
+        delay = float(policy.backoff_seconds * 2 ** (attempt - 1))
+        when = now + dt.timedelta(seconds=delay)
+        text = f"attempt {attempt} failed ({reason}: {message}); retry {attempt}/{policy.max_retries} at {timestamp(when)}"
+        return RunUpdate(
+            {
+                "phase": "Pending",
+                "appHandle": None,
+                "attempts": attempt,
+                "nextAttemptAt": timestamp(when),
+                "reason": reason,
+                "message": text,
+            },
+            [_event(run, "Warning", "RetryScheduled", f"{name}: {text}")],
+            delay,
+        )
+    text = f"attempt {attempt} of {policy.max_retries + 1} failed: {message}" if attempt > 1 else message
+    return RunUpdate(
+        {
+            "phase": "Failed",
+            "attempts": attempt,
+            "nextAttemptAt": None,
+            "finishTime": timestamp(now),
+            "reason": reason,
+            "message": text,
+        },
+        [_event(run, "Warning", reason, f"{name}: {text}")],
+        None,
+    )
+
+
+def reconcile_run(
+    run: TrainingRun,
+    launcher: Any,
+    now: dt.datetime,
+    *,
+    policy: RolloutSpec | None = None,
+    read_metrics: Callable[[str], dict[str, Any] | None] | None = None,
+    poll_seconds: float = POLL_SECONDS,
+) -> RunUpdate:
+    policy = policy or RolloutSpec()
+    read_metrics = read_metrics or read_metrics_json
+    status = run.status
+    phase = status.phase if status else None
+    if phase in FINISHED_PHASES:
+        return RunUpdate()
+    name = run.metadata.name
+    handle = status.app_handle if status else None
+    attempts = status.attempts if status else 0
+
+    if not handle:
+        due = parse_time(status.next_attempt_at if status else None)
+        if due is not None and due > now:
+            return RunUpdate(requeue_after=(due - now).total_seconds())
+        attempt = attempts + 1
+        events: list[Event] = []
+        try:
+            handle = launcher.find(name, attempt)
+        except Exception as exc:  # a lookup failure must not cause a duplicate submit
+            log.warning("looking up the job of %s failed: %s", name, exc)
+            return RunUpdate(requeue_after=poll_seconds)
+        if handle:
+            events.append(_event(run, "Normal", "Adopted", f"{name}: adopted job {handle} (attempt {attempt})"))
+        else:
+            try:
+                handle = launcher.submit(name, attempt, run.spec, job_labels(run, attempt))
+            except Exception as exc:
+                return _failed(run, attempt, "SubmitFailed", f"{type(exc).__name__}: {exc}", now, policy)
+            events.append(_event(run, "Normal", "Submitted", f"{name}: submitted job {handle} (attempt {attempt})"))
+        try:
+            job, reason, message = job_phase(launcher.state(handle))
+        except Exception:
+            job, reason, message = "Pending", None, None
+        if job not in ("Pending", "Running"):
+            job, reason, message = "Pending", None, None  # the next poll handles the outcome
+        patch = {
+            "phase": job,
+            "appHandle": str(handle),
+            "scheduler": getattr(launcher, "scheduler", None) or str(handle).split("://", 1)[0],
+            "attempts": attempt,
+            "nextAttemptAt": None,
+            "reason": reason,
+            "message": message,
+        }
+        if not (status and status.start_time):
+            patch["startTime"] = timestamp(now)
+        return RunUpdate(patch, events, poll_seconds)
+
+    try:
+        job, reason, message = job_phase(launcher.state(handle))
+    except Exception as exc:
+        log.warning("polling %s (%s) failed: %s", name, handle, exc)
+        return RunUpdate(requeue_after=poll_seconds)
+    attempt = max(attempts, 1)
+    if job in ("Pending", "Running"):
+        if (phase, status.reason if status else None, status.message if status else None) == (job, reason, message):
+            return RunUpdate(requeue_after=poll_seconds)
+        events = [_event(run, "Warning", reason, f"{name}: {message or reason}")] if reason else []
+        if job == "Running" and phase != "Running":
+            events.append(_event(run, "Normal", "Running", f"{name}: job {handle} is running"))
+        return RunUpdate({"phase": job, "reason": reason, "message": message}, events, poll_seconds)
+    if job == "Succeeded":
+        raw = read_metrics(run.spec.training.output_uri)
+        if not raw:
+            # Retrying cannot make a finished job write its metrics: fail for good.
+            text = f"the job succeeded but wrote no metrics.json under {run.spec.training.output_uri}"
+            return RunUpdate(
+                {"phase": "Failed", "attempts": attempt, "finishTime": timestamp(now), "reason": "MetricsMissing", "message": text},
+                [_event(run, "Warning", "MetricsMissing", f"{name}: {text}")],
+                None,
+            )
+        metrics = _metrics(raw)
+        ne = metrics.get("ne")
+        return RunUpdate(
+            {
+                "phase": "Succeeded",
+                "finishTime": timestamp(now),
+                "metrics": metrics,
+                "reason": "Succeeded",
+                "message": f"trained in {attempt} attempt(s); NE {ne:.4f}" if ne is not None else f"trained in {attempt} attempt(s)",
+            },
+            [_event(run, "Normal", "Succeeded", f"{name}: succeeded, NE {ne}")],
+            None,
+        )
+    if job == "Cancelled":
+        reason, message = reason or "JobCancelled", message or f"job {handle} was cancelled outside modelfleet"
+    elif job == "Unknown":
+        reason, message = reason or "JobLost", message or f"job {handle} is not known to the scheduler"
+    else:
+        reason, message = reason or "JobFailed", message or f"job {handle} failed"
+    return _failed(run, attempt, reason, message, now, policy)
+
+
+def cancel_run(
+    run: TrainingRun,
+    launcher: Any,
+    now: dt.datetime,
+    *,
+    phase: str = "Cancelled",
+    reason: str = "Cancelled",
+    message: str | None = None,
+) -> RunUpdate:
+    """Cancel the run's job (errors are logged: the job may already be gone) and finish the run."""
+    status = run.status
+    if status and status.phase in FINISHED_PHASES:
+        return RunUpdate()
+    handle = status.app_handle if status else None
+    if handle and launcher is not None:
+        try:
+            launcher.cancel(handle)
+        except Exception as exc:
+            log.warning("cancelling job %s of %s failed: %s", handle, run.metadata.name, exc)
+    message = message or f"{run.metadata.name}: {phase.lower()}"
+    return RunUpdate(
+        {"phase": phase, "finishTime": timestamp(now), "reason": reason, "message": message, "nextAttemptAt": None},
+        [_event(run, "Normal", reason, message)],
+        None,
+    )

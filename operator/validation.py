@@ -1,0 +1,95 @@
+"""Validation beyond the CRD schema: what only the technique catalogue and the template know.
+
+Public functions (stable; the kopf handlers, the planner, `modelfleet local` and `plan` call them):
+- `validate_template(t: ModelTemplate) -> list[Problem]`: unknown techniques, bad technique
+  params, architecture/technique combinations the catalogue rejects.
+- `validate_instance(i: ModelInstance, t: ModelTemplate | None) -> list[Problem]`: a missing
+  template (`TemplateNotFound`), overrides outside the template's allow-list or of the wrong type
+  (`InvalidOverride`), and a resolved spec the catalogue rejects (`InvalidTechnique`).
+- `Problem(reason, field, message)`: `field` is the dotted path of the bad value as the user wrote
+  it (`spec.techniques[1].params.rank`); `message` starts with that path, so it reads on its own in
+  a condition or an Event.
+
+The caller turns a problem into `Ready=False` + `Stalled=True` with that reason and message, and
+one Warning Event, and does not retry: the object's next change is the next look.
+
+The technique catalogue is imported lazily: it is torch-free, but it belongs to the trainer and
+the operator must keep working (validating everything else) in a build without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelfleet.api.resolve import OverrideError, apply_overrides, resolve_training_spec
+from modelfleet.api.resources import ModelInstance, ModelTemplate
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str  # CamelCase: InvalidTechnique, InvalidOverride, TemplateNotFound, ...
+    field: str  # dotted path of the bad value, from the object's root (spec....)
+    message: str  # starts with `field`
+
+
+def _problem(reason: str, field: str, message: str) -> Problem:
+    return Problem(reason, field, message if message.startswith(field) else f"{field}: {message}")
+
+
+def _catalogue():
+    try:
+        from modelfleet.trainer.techniques import catalogue
+    except ImportError:  # a build without the trainer's catalogue: nothing more to check
+        return None
+    return catalogue
+
+
+def _technique_problem(exc: Exception) -> Problem:
+    field = getattr(exc, "field", "") or ""
+    field = f"spec.{field}" if field and not field.startswith("spec.") else field or "spec.techniques"
+    text = str(exc)
+    raw_field = getattr(exc, "field", "")
+    if raw_field and text.startswith(f"{raw_field}: "):
+        text = text[len(raw_field) + 2 :]
+    return _problem("InvalidTechnique", field, text)
+
+
+def validate_template(t: ModelTemplate) -> list[Problem]:
+    cat = _catalogue()
+    if cat is None:
+        return []
+    try:
+        cat.validate_techniques(t.spec.techniques)
+    except cat.TechniqueError as exc:
+        return [_technique_problem(exc)]
+    return []
+
+
+def validate_instance(i: ModelInstance, t: ModelTemplate | None) -> list[Problem]:
+    if t is None:
+        ns = i.metadata.namespace
+        where = f" in namespace {ns!r}" if ns else ""
+        return [
+            _problem(
+                "TemplateNotFound",
+                "spec.templateRef.name",
+                f"ModelTemplate {i.spec.template_ref.name!r} not found{where}",
+            )
+        ]
+    try:
+        apply_overrides(t.spec, i.spec.overrides)
+    except OverrideError as exc:
+        return [_problem("InvalidOverride", f"spec.overrides[{exc.field!r}]", str(exc).split(": ", 1)[-1])]
+    cat = _catalogue()
+    if cat is None:
+        return []
+    try:
+        # The resolved spec (overrides and the instance's data applied) must still build: e.g. an
+        # overridden embedding dim that attention heads no longer divide, or a data slice without
+        # features. Template-level technique errors are the template's problem, not this one's.
+        if validate_template(t):
+            return []
+        cat.resolve_plan(resolve_training_spec(t, i, output_uri="memory://validate"))
+    except cat.TechniqueError as exc:
+        return [_technique_problem(exc)]
+    return []
