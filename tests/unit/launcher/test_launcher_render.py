@@ -145,3 +145,25 @@ def test_torchx_cli_dryrun_with_kueue() -> None:
     assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     kubernetes_validate.validate(job, K8S, strict=True)
     kubernetes_validate.validate(svc, K8S, strict=True)
+
+
+def test_rendering_jobs_needs_no_torch() -> None:
+    # build_app imports the trainer's component lazily; it and TorchX must stay torch-free.
+    code = '''
+import importlib.abc, sys
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"torch is blocked: something imported {name!r}")
+sys.meta_path.insert(0, NoTorch())
+sys.path.insert(0, sys.argv[1])
+from test_launcher_render import kueue_render, run_spec, LABELS
+from modelfleet.operator.config import OperatorConfig
+from modelfleet.operator.launcher import VolcanoLauncher
+kueue_render()
+VolcanoLauncher(OperatorConfig(scheduler="kubernetes", queue="q"), api_client=object()).render("r", 1, run_spec(), {})
+assert "torch" not in sys.modules
+'''
+    proc = subprocess.run([sys.executable, "-P", "-c", code, str(Path(__file__).parent)],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
