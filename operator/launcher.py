@@ -175,7 +175,7 @@ class LocalLauncher:
         from torchx.schedulers import local_scheduler
 
         self.config = config
-        self.log_dir = os.path.abspath(config.log_dir or os.path.join(config.output_uri, "_torchx_logs"))
+        self.log_dir = _local_log_dir(config)
         self._records = os.path.join(self.log_dir, "modelfleet", "apps")
         self._runner = Runner(SESSION, scheduler_factories={"local_cwd": local_scheduler.create_scheduler})
 
@@ -337,6 +337,21 @@ class LocalLauncher:
                 with open(path) as fh:
                     out.append(json.load(fh))
         return out
+
+
+def _local_log_dir(config: OperatorConfig) -> str:
+    """`config.log_dir`, else next to the local output base; never a temporary dir that TorchX
+    would delete, since the records there are what a restarted operator reads."""
+    if config.log_dir:
+        return os.path.abspath(config.log_dir)
+    base = config.output_uri
+    if base.startswith("file://"):
+        base = base[len("file://") :]
+    elif "://" in base:  # an object store: logs and records still need a local directory
+        import tempfile
+
+        base = os.path.join(tempfile.gettempdir(), "modelfleet")
+    return os.path.abspath(os.path.join(base, "_torchx_logs"))
 
 
 def _start_ticks(pid: int) -> int | None:
