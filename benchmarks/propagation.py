@@ -53,7 +53,7 @@ def serve_operator(url: str, metrics_port: int) -> None:
 
     import kopf
 
-    from conftest import FakeLauncher
+    from operator_harness import FakeLauncher
     from modelfleet.operator import handlers, metrics
     from modelfleet.operator.config import OperatorConfig
 
@@ -132,7 +132,7 @@ async def wait_for(check: Any, timeout: float, what: str) -> float:
 
 
 async def run_one(n: int, timeout: float) -> dict[str, Any]:
-    from conftest import running_cluster
+    from operator_harness import running_cluster
 
     async with running_cluster() as (cluster, url):
         base = "/apis/modelfleet.dev/v1alpha1/namespaces/default"

@@ -28,7 +28,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -41,6 +41,7 @@ from modelfleet.api.resources import (
     TrainingRun,
 )
 from modelfleet.operator import kube, metrics, naming
+from modelfleet.operator import status as st
 from modelfleet.operator.config import OperatorConfig
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class OperatorContext:
         if self.launcher is None:
             from modelfleet.operator.launcher import make_launcher
 
-            self.launcher = make_launcher(self.config)
+            self.launcher = make_launcher(self.config, api_client=self.api_client)
         self._annotate = _kopf_diffbase(settings)
 
     def store(self, namespace: str) -> kube.KubeStore:
@@ -149,36 +150,6 @@ def _kopf_diffbase(settings: kopf.OperatorSettings) -> Callable[[dict[str, Any]]
 # --- status helpers ---------------------------------------------------------------------------
 
 
-def condition(type_: str, status: str, reason: str, message: str, generation: int | None) -> dict[str, Any]:
-    return {
-        "type": type_,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": _ts(utcnow()),
-        "observedGeneration": generation,
-    }
-
-
-def _same_conditions(old: Iterable[dict[str, Any]] | None, new: Iterable[dict[str, Any]]) -> bool:
-    def key(c: dict[str, Any]) -> tuple:
-        return (c.get("type"), c.get("status"), c.get("reason"), c.get("message"), c.get("observedGeneration"))
-
-    return sorted(map(key, old or [])) == sorted(map(key, new))
-
-
-def stalled_status(reason: str, message: str, generation: int | None) -> dict[str, Any]:
-    """kstatus: Ready=False, Stalled=True (needs a user's fix), Reconciling=False."""
-    return {
-        "observedGeneration": generation,
-        "conditions": [
-            condition("Ready", "False", reason, message, generation),
-            condition("Stalled", "True", reason, message, generation),
-            condition("Reconciling", "False", reason, message, generation),
-        ],
-    }
-
-
 async def _write_problem(
     ctx: OperatorContext,
     kind: str,
@@ -188,16 +159,20 @@ async def _write_problem(
     reason: str,
     message: str,
 ) -> None:
-    """Stalled condition + one Warning Event, only when it is news (no write on resume/no-op)."""
+    """Stalled condition + one Warning Event, only when it is news (no write on resume/no-op).
+
+    The same shape the planner writes for a problem (`status.stalled`), so the two never fight.
+    """
     generation = body.get("metadata", {}).get("generation")
-    status = stalled_status(reason, message, generation)
-    current = body.get("status") or {}
-    if current.get("observedGeneration") == generation and _same_conditions(
-        current.get("conditions"), status["conditions"]
-    ):
+    current = dict(body.get("status") or {})
+    new = {
+        "observedGeneration": generation,
+        "conditions": st.stalled(reason, message, generation, utcnow(), current.get("conditions")),
+    }
+    if not st.status_changed(current, new):
         return
     store = ctx.store(namespace)
-    await asyncio.to_thread(store.patch_status, kind, name, status)
+    await asyncio.to_thread(store.patch_status, kind, name, new)
     await asyncio.to_thread(
         store.record_event, kind, name, "Warning", reason, message, uid=body.get("metadata", {}).get("uid")
     )
@@ -257,11 +232,10 @@ def validate_template(body: dict[str, Any]) -> tuple[ModelTemplate | None, list[
 def validate_instance(
     body: dict[str, Any], template: ModelTemplate | None
 ) -> tuple[ModelInstance | None, list[tuple[str, str]]]:
+    """Problems of an instance; with `template` None, that is `TemplateNotFound`."""
     instance, err = _parse(ModelInstance, body)
     if err:
         return None, [err]
-    if template is None:
-        return instance, []
     from modelfleet.operator import validation
 
     return instance, _problems(validation.validate_instance(instance, template))
@@ -376,22 +350,13 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
             template, template_problems = await asyncio.to_thread(validate_template, template_body)
             if template_problems:
                 template = None  # the template carries its own Stalled condition
+        if template_body is not None and template is None:
+            return  # the template is invalid and says so itself; its fix re-plans this instance
         instance, problems = await asyncio.to_thread(validate_instance, dict(body), template)
         if problems:
             reason, message = problems[0]
             await _write_problem(ctx, "ModelInstance", namespace, name, body, reason, message)
             return  # recorded; a user's edit (a new generation) brings us back, not a retry
-        if template_body is None:
-            await _write_problem(
-                ctx,
-                "ModelInstance",
-                namespace,
-                name,
-                body,
-                "TemplateNotFound",
-                f"spec.templateRef.name: ModelTemplate {template_name!r} not found in namespace {namespace!r}",
-            )
-            return
         ctx.wake(namespace, template_name)
 
     @kopf.on.delete(INSTANCES, registry=registry, optional=True, id="instance_deleted")
@@ -464,36 +429,29 @@ def _plan_and_apply_sync(
     instance_bodies: list[dict[str, Any]],
     run_bodies: list[dict[str, Any]],
 ) -> float | None:
-    store = ctx.store(namespace)
-    name = template_body["metadata"]["name"]
-    template, problems = validate_template(template_body)
-    if problems:
-        reason, message = problems[0]
-        generation = template_body.get("metadata", {}).get("generation")
-        status = stalled_status(reason, message, generation)
-        current = template_body.get("status") or {}
-        if not (
-            current.get("observedGeneration") == generation
-            and _same_conditions(current.get("conditions"), status["conditions"])
-        ):
-            store.patch_status("ModelTemplate", name, status)
-            store.record_event(
-                "ModelTemplate", name, "Warning", reason, message, uid=template_body["metadata"].get("uid")
-            )
-        return None
-
     from modelfleet.operator import apply, planner
 
-    instances = []
-    for body in instance_bodies:
-        inst, err = _parse(ModelInstance, body)
-        if inst is not None:
-            instances.append(inst)
-    runs = []
-    for body in run_bodies:
-        run, err = _parse(TrainingRun, body)
-        if run is not None:
-            runs.append(run)
+    store = ctx.store(namespace)
+    name = template_body["metadata"]["name"]
+    template, err = _parse(ModelTemplate, template_body)
+    if template is None:
+        # Not even readable (the planner validates everything readable itself).
+        reason, message = err or ("InvalidSpec", "unreadable template")
+        generation = template_body.get("metadata", {}).get("generation")
+        current = dict(template_body.get("status") or {})
+        new = {
+            "observedGeneration": generation,
+            "conditions": st.stalled(reason, message, generation, utcnow(), current.get("conditions")),
+        }
+        if st.status_changed(current, new):
+            store.patch_status("ModelTemplate", name, new)
+            store.record_event("ModelTemplate", name, "Warning", reason, message, uid=template_body["metadata"].get("uid"))
+        return None
+
+    # An unreadable instance or run is left out of the plan; the instance's own handler has
+    # already given it a Stalled condition.
+    instances = [i for i in (_parse(ModelInstance, b)[0] for b in instance_bodies) if i is not None]
+    runs = [r for r in (_parse(TrainingRun, b)[0] for b in run_bodies) if r is not None]
 
     started = time.perf_counter()
     plan = planner.plan_template(
@@ -501,31 +459,21 @@ def _plan_and_apply_sync(
         instances,
         runs,
         utcnow(),
-        output_uri=f"{ctx.config.output_uri.rstrip('/')}/{namespace}",
+        output_uri=ctx.config.output_uri,
         image=ctx.config.trainer_image,
     )
     metrics.PLANNER_SECONDS.observe(time.perf_counter() - started)
-    apply.apply_plan(plan, store, **_apply_kwargs(apply.apply_plan, ctx))
-    _observe_rollout(ctx, namespace, name, template, plan, runs)
+    apply.apply_plan(plan, store, launcher=ctx.launcher)
+    _observe_rollout(ctx, namespace, name, plan, runs)
     return plan.requeue_after
 
 
-def _apply_kwargs(fn: Callable[..., Any], ctx: OperatorContext) -> dict[str, Any]:
-    """Pass the launcher to `apply_plan` when it takes one (cancelling a superseded run's job)."""
-    import inspect
-
-    params = inspect.signature(fn).parameters
-    return {"launcher": ctx.launcher} if "launcher" in params else {}
-
-
-def _observe_rollout(
-    ctx: OperatorContext, namespace: str, name: str, template: Any, plan: Any, runs: list[Any]
-) -> None:
+def _observe_rollout(ctx: OperatorContext, namespace: str, name: str, plan: Any, runs: list[Any]) -> None:
     """Runs by phase, and the propagation latency once every instance is promoted."""
-    from modelfleet.api.resolve import template_revision
-    from modelfleet.operator.actions import PatchStatus
-
-    revision = template_revision(template.spec)
+    status = plan.template_status or {}
+    revision = status.get("revision")
+    if not revision:
+        return
     key = (namespace, name)
     seen = ctx._revision_seen.get(key)
     if seen is None or seen[0] != revision:
@@ -535,9 +483,6 @@ def _observe_rollout(
         phase = (run.status.phase if run.status else None) or "Pending"
         phases[phase] = phases.get(phase, 0) + 1
     metrics.set_runs(namespace, name, phases)
-    status = next((a.status for a in plan.of(PatchStatus) if a.kind == "ModelTemplate"), None)
-    if status is None:
-        status = (template.status.model_dump(mode="json", by_alias=True) if template.status else {})
     total, up = status.get("instances"), status.get("upToDate")
     if not seen[2] and total and up is not None and up >= total - (status.get("blocked") or 0) and status.get("revision") == revision:
         metrics.PROPAGATION_SECONDS.observe(time.monotonic() - seen[1])
@@ -561,7 +506,13 @@ def _reconcile_run_sync(
     name = body["metadata"]["name"]
     if run is None:
         reason, message = err or ("InvalidSpec", "unparseable run")
-        store.patch_status("TrainingRun", name, {**stalled_status(reason, message, body["metadata"].get("generation")), "phase": "Failed", "reason": reason, "message": message})
+        generation = body["metadata"].get("generation")
+        conditions = st.stalled(reason, message, generation, utcnow(), (body.get("status") or {}).get("conditions"))
+        store.patch_status(
+            "TrainingRun",
+            name,
+            {"observedGeneration": generation, "conditions": conditions, "phase": "Failed", "reason": reason, "message": message},
+        )
         return "Failed", None
     policy = RolloutSpec()
     if template_body is not None:
@@ -571,13 +522,13 @@ def _reconcile_run_sync(
     kwargs: dict[str, Any] = {"policy": policy}
     if ctx.read_metrics is not None:
         kwargs["read_metrics"] = ctx.read_metrics
-    update = core_runs.reconcile_run(run, ctx.launcher, utcnow(), **kwargs)
+    update = core_runs.reconcile_run(run, ctx.launcher, utcnow(), poll_seconds=ctx.config.poll_seconds, **kwargs)
     phase = run.status.phase if run.status else None
     if update.status_patch:
         store.patch_status("TrainingRun", name, update.status_patch)
         phase = update.status_patch.get("phase", phase)
     for ev in update.events or ():
-        store.record_event("TrainingRun", name, ev.type, ev.reason, ev.message, uid=body["metadata"].get("uid"))
+        store.record_event(ev.kind, ev.name, ev.type, ev.reason, ev.message)
     return phase, update.requeue_after
 
 
@@ -587,4 +538,5 @@ def _cancel_job(ctx: OperatorContext, body: dict[str, Any]) -> None:
     run, _ = _parse(TrainingRun, body)
     if run is None:
         return
+    # The run is going away: cancel its job; its status is not worth a write any more.
     core_runs.cancel_run(run, ctx.launcher, utcnow())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import condition, create, eventually, patch
+from operator_harness import condition, create, eventually, patch
 
 
 def template(name: str, **spec: object) -> dict:
