@@ -26,6 +26,7 @@ import shutil
 import signal
 import sys
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -179,12 +180,14 @@ class LocalLauncher:
         self._records = os.path.join(self.log_dir, "modelfleet", "apps")
         self._runner = Runner(SESSION, scheduler_factories={"local_cwd": local_scheduler.create_scheduler})
 
+        # TorchX's LocalScheduler kills every app it knows when it is closed or garbage collected
+        # (`__del__`), i.e. on any operator exit. Jobs must outlive the operator (a restarted one
+        # adopts them), so the scheduler forgets its apps first, at our end or at interpreter exit.
+        weakref.finalize(self, _detach_local_apps, self._runner)
+
     def close(self) -> None:
-        """Release TorchX's file handles; running jobs keep running (they are separate sessions)."""
-        with contextlib.suppress(Exception):
-            scheduler = self._runner._scheduler_instances.get("local_cwd")
-            if scheduler is not None:
-                scheduler._apps.clear()  # close() would kill our jobs; an operator stop must not
+        """Forget the running jobs without stopping them (they run in their own sessions)."""
+        _detach_local_apps(self._runner)
 
     # submit -------------------------------------------------------------------------------------
 
@@ -337,6 +340,13 @@ class LocalLauncher:
                 with open(path) as fh:
                     out.append(json.load(fh))
         return out
+
+
+def _detach_local_apps(runner: Any) -> None:
+    with contextlib.suppress(Exception):
+        scheduler = runner._scheduler_instances.get("local_cwd")
+        if scheduler is not None:
+            scheduler._apps.clear()
 
 
 def _local_log_dir(config: OperatorConfig) -> str:

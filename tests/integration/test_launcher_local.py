@@ -6,6 +6,7 @@ Sizes are tiny: a few training steps on 200 synthetic rows.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -116,6 +117,10 @@ def test_cancel_stops_the_process_from_the_same_and_from_a_restarted_launcher(tm
     assert wait(launcher, first, ("Cancelled", "Failed", "Succeeded")).phase == "Cancelled"
     launcher.cancel(first)  # idempotent
 
+    # The old launcher goes away (operator exit): TorchX's LocalScheduler would kill every app it
+    # knows when collected; the launcher detaches them so the job outlives it.
+    del launcher
+    gc.collect()
     restarted = LocalLauncher(config(tmp_path))
     assert restarted.find("ctr-b", 1) == second
     assert restarted.state(second).phase == "Running"  # from the recorded live process
