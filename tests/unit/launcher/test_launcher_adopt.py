@@ -207,3 +207,31 @@ async def test_volcano_submit_adopt_diagnose_cancel(cluster: tuple[Cluster, Any]
     assert c.get(VCJOBS, name) is None
     await call(restarted.cancel, handle)
     assert (await call(restarted.state, handle)).reason == "NotFound"
+
+
+async def test_kueue_scheduler_describe_and_list_for_torchx(cluster: tuple[Cluster, Any]) -> None:
+    from torchx.specs.api import AppState
+
+    from modelfleet.operator.kueue_scheduler import create_scheduler
+
+    c, api = cluster
+    launcher = KueueLauncher(config("kueue"), api_client=api)
+    handle = await call(launcher.submit, "ctr-feed-abc123", 1, run_spec(), {})
+    app_id = handle.rsplit("/", 1)[1]
+    name = app_id.split(":", 1)[1]
+    scheduler = create_scheduler("torchx", client=api)
+
+    desc = await call(scheduler.describe, app_id)
+    assert desc is not None and desc.state == AppState.PENDING and desc.msg.startswith("Queued")
+    listed = await call(scheduler.list, {"namespace": NS})
+    assert [(a.app_id, a.state) for a in listed] == [(app_id, AppState.PENDING)]
+
+    c.objects[JOBS, NS, name].patch({"spec": {"suspend": False}, "status": {"conditions": [
+        {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"}]}})
+    desc = await call(scheduler.describe, app_id)
+    assert desc.state == AppState.FAILED and desc.structured_error_msg == "DeadlineExceeded"
+
+    await call(scheduler.cancel, app_id)  # TorchX's cancel: exists() then _cancel_existing()
+    assert c.get(JOBS, name) is None
+    assert await call(scheduler.describe, app_id) is None
+    await call(scheduler.cancel, app_id)  # gone: a no-op
