@@ -129,11 +129,12 @@ def test_kueue_is_a_registered_torchx_scheduler() -> None:
 
 
 def test_torchx_cli_dryrun_with_kueue() -> None:
-    # A built-in component: the point is that `torchx run -s kueue` finds and renders our scheduler.
+    # `torchx run -s kueue` finds our scheduler and renders the trainer's own component.
+    spec = run_spec(nnodes=2, gpus=1).training.model_dump_json(by_alias=True, exclude_none=True)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     out = subprocess.run(
         [str(Path(sys.executable).parent / "torchx"), "run", "-s", "kueue", "--dryrun", "-cfg", "queue=team-a,namespace=ml",
-         "dist.torchrun", "-j", "2x1", "--gpu", "1", "--script", "train.py"],
+         "trainer/component.py:train", "--spec_json", spec, "--nnodes", "2", "--gpus_per_node", "1"],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
     )
     assert out.returncode == 0, out.stderr
@@ -142,7 +143,10 @@ def test_torchx_cli_dryrun_with_kueue() -> None:
     svc = next(d for d in docs if d["kind"] == "Service")
     assert job["metadata"]["labels"][QUEUE_LABEL] == "team-a" and job["spec"]["suspend"] is True
     assert job["spec"]["completions"] == 2 and job["metadata"]["namespace"] == "ml"
-    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    argv = shlex.split(container["command"][-1])
+    assert TrainingSpec.model_validate_json(argv[argv.index("--spec-json") + 1]) == run_spec().training
     kubernetes_validate.validate(job, K8S, strict=True)
     kubernetes_validate.validate(svc, K8S, strict=True)
 
