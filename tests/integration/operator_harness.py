@@ -82,7 +82,7 @@ class Cluster(kmock.KubernetesEmulator):
             name = request.name
             if name is None and isinstance(data, dict):
                 name = (data.get("metadata") or {}).get("name")
-            self.writes.append((str(request.action.value), res.plural, name, request.subresource))
+            self.writes.append((str(request.action.value).lower(), res.plural, name, request.subresource))
         response = await super()._handle(request)
         if request.action == kmock.action.CREATE and getattr(response, "status", None) == 200:
             response.set_status(201)
@@ -103,6 +103,9 @@ class Cluster(kmock.KubernetesEmulator):
         if key not in self.objects or self.objects[key].deleted:
             return None
         return self.objects[key].raw
+
+    def resource_key(self, plural: str) -> Any:
+        return kmock.resource(GROUP, VERSION, plural)
 
     def objs(self, plural: str, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
         res = kmock.resource(GROUP, VERSION, plural)
