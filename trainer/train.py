@@ -102,21 +102,72 @@ class EMA:
             s.copy_(v)
 
 
-def make_optimizer(spec: TrainingSpec, model: nn.Module) -> torch.optim.Optimizer:
-    r = spec.recipe
-    params = model.parameters()
-    if r.optimizer == "adam":
-        return torch.optim.Adam(params, lr=r.learning_rate, weight_decay=r.weight_decay)
-    if r.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=r.learning_rate, weight_decay=r.weight_decay)
-    if r.optimizer == "adagrad":
-        return torch.optim.Adagrad(params, lr=r.learning_rate, weight_decay=r.weight_decay)
-    return torch.optim.SGD(params, lr=r.learning_rate, weight_decay=r.weight_decay)
+class Optimizers:
+    """The dense parameters' optimizer plus, for sparse embedding gradients, a row-wise one.
+
+    Embedding tables dominate the parameter count but a batch touches few rows: with sparse
+    gradients only those rows are updated (lazy Adam, as in most recommender trainers), which
+    is most of the trainer's speed on CPU. Each optimizer gets its own LambdaLR schedule.
+    """
+
+    def __init__(self, spec: TrainingSpec, model: nn.Module, plan: ModelPlan, total_steps: int):
+        r = spec.recipe
+        sparse = [p for n, p in model.named_parameters() if n.startswith("embeddings.")]
+        if not getattr(model, "sparse_embeddings", False):
+            sparse = []
+        ids = {id(p) for p in sparse}
+        dense = [p for p in model.parameters() if id(p) not in ids]
+        kw = {"lr": r.learning_rate, "weight_decay": r.weight_decay}
+        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad,
+               "sgd": torch.optim.SGD}[r.optimizer]
+        self.opts: list[torch.optim.Optimizer] = [cls(dense, foreach=True, **kw)]
+        if sparse:
+            # torch's sparse-gradient optimizers take no weight decay on the sparse rows
+            if r.optimizer in ("adam", "adamw"):
+                self.opts.append(torch.optim.SparseAdam(sparse, lr=r.learning_rate))
+            else:
+                self.opts.append(cls(sparse, lr=r.learning_rate))
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(plan, total_steps)) for o in self.opts]
+
+    def zero_grad(self) -> None:
+        for o in self.opts:
+            o.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for o in self.opts:
+            o.step()
+
+    def schedule(self) -> None:
+        for sch in self.schedulers:
+            sch.step()
+
+    def lr(self) -> float:
+        return self.opts[0].param_groups[0]["lr"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"opts": [o.state_dict() for o in self.opts], "schedulers": [s.state_dict() for s in self.schedulers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for o, st in zip(self.opts, state["opts"], strict=True):
+            o.load_state_dict(st)
+        for sch, st in zip(self.schedulers, state["schedulers"], strict=True):
+            sch.load_state_dict(st)
+
+
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale all gradients so their global L2 norm is at most max_norm (sparse ones included)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = [(g.coalesce().values() if g.is_sparse else g).norm() for g in grads]
+    total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+    scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(scale)
+    return total
 
 
 def train_step(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizers | torch.optim.Optimizer,
     plan: ModelPlan,
     weights: torch.Tensor,
     dense: torch.Tensor,
@@ -130,10 +181,10 @@ def train_step(
     loss = (task_losses(logits, labels, plan) * weights).sum()
     if not torch.isfinite(loss):
         return loss.detach()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad()
     loss.backward()
     if plan.grad_clip_norm is not None:
-        nn.utils.clip_grad_norm_(model.parameters(), plan.grad_clip_norm)
+        clip_grad_norm(list(model.parameters()), plan.grad_clip_norm)
     optimizer.step()
     return loss.detach()
 
@@ -256,13 +307,13 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
     eval_data = Dataset(spec, "eval")
     transform = DenseTransform.fit(spec.data.dense_transform, Dataset(spec, "train"))
 
-    model = RankingModel(plan).to(device)
+    # sparse embedding gradients, except under NCCL, whose all-reduce takes dense tensors only
+    model = RankingModel(plan, sparse_embeddings=not (cuda and world > 1)).to(device)
     ddp_model: nn.Module = (
         nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
         if world > 1
         else model
     )
-    optimizer = make_optimizer(spec, model)
     ema = EMA(model, plan.ema_decay) if plan.ema_decay else None
     weights = task_weight_vector(plan).to(device)
 
@@ -270,7 +321,7 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
         total_steps = r.steps
     else:
         total_steps = r.epochs * _count_batches(train_data, r.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(plan, total_steps))
+    optimizer = Optimizers(spec, model, plan, total_steps)
 
     step = epoch = skip = 0
     resumed_from = None
@@ -285,7 +336,6 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
             )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
         step, epoch, skip = state["step"], state["epoch"], state["batch_in_epoch"]
@@ -302,7 +352,6 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
                 "ema": ema.state_dict() if ema else None,
                 "step": step,
                 "epoch": epoch,
@@ -349,7 +398,7 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
                     f"loss is {loss.item()} at step {step + 1}; training diverged. Lower "
                     "recipe.learningRate, add grad-clip, or check the data for extreme values"
                 )
-            scheduler.step()
+            optimizer.schedule()
             if ema is not None:
                 ema.update()
             step += 1

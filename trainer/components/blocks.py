@@ -14,19 +14,20 @@ class HashedEmbeddings(nn.Module):
     """One `buckets x dim` table per categorical feature, stored as one tensor.
 
     Ids arrive already hashed into [0, buckets) (the data layer hashes raw values); one table
-    for all features keeps the lookup a single gather instead of S small ones.
+    for all features keeps the lookup a single gather instead of S small ones. With
+    `sparse=True` the gradient holds only the looked-up rows.
     """
 
-    def __init__(self, n_features: int, buckets: int, dim: int):
+    def __init__(self, n_features: int, buckets: int, dim: int, sparse: bool = False):
         super().__init__()
-        self.n_features, self.buckets, self.dim = n_features, buckets, dim
+        self.n_features, self.buckets, self.dim, self.sparse = n_features, buckets, dim, sparse
         self.weight = nn.Parameter(torch.empty(n_features * buckets, dim))
         nn.init.uniform_(self.weight, -(buckets**-0.5), buckets**-0.5)
         self.register_buffer("offsets", torch.arange(n_features) * buckets, persistent=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         # ids: [B, S] int64 in [0, buckets) -> [B, S, D]
-        return nn.functional.embedding(ids + self.offsets, self.weight)
+        return nn.functional.embedding(ids + self.offsets, self.weight, sparse=self.sparse)
 
 
 class MLP(nn.Module):

@@ -17,14 +17,15 @@ from modelfleet.trainer.techniques.catalogue import ModelPlan, interaction_layou
 
 
 class RankingModel(nn.Module):
-    def __init__(self, plan: ModelPlan):
+    def __init__(self, plan: ModelPlan, sparse_embeddings: bool = False):
         super().__init__()
+        self.sparse_embeddings = sparse_embeddings and plan.n_sparse > 0
         arch = plan.architecture
         lay = interaction_layout(plan)
         self.kind = arch.interaction.kind
         self.has_dense = plan.n_dense > 0
         self.embeddings = (
-            HashedEmbeddings(plan.n_sparse, arch.embedding.buckets, arch.embedding.dim)
+            HashedEmbeddings(plan.n_sparse, arch.embedding.buckets, arch.embedding.dim, sparse_embeddings)
             if plan.n_sparse
             else None
         )
