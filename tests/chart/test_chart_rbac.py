@@ -94,3 +94,20 @@ def test_jobs_role_lives_where_jobs_are_created():
     objs = objects({"operator": {"scheduler": "kubernetes", "queue": "q", "watchNamespaces": ["team-a"]}})
     jobs = [o for o in objs if o["kind"] == "Role" and any("batch.volcano.sh" in r["apiGroups"] for r in o["rules"])]
     assert [j["metadata"]["namespace"] for j in jobs] == [NAMESPACE]
+
+
+def test_user_roles_aggregate_and_leave_status_to_the_operator():
+    objs = objects()
+    by_name = {o["metadata"]["name"]: o for o in objs if o["kind"] == "ClusterRole"}
+    view, edit = by_name["mf-modelfleet-view"], by_name["mf-modelfleet-edit"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit["metadata"]["labels"]
+    edit_grants = rbac.expand(edit["rules"], "any")
+    assert not any(g[2].endswith("/status") for g in edit_grants)
+    assert {g[3] for g in rbac.expand(view["rules"], "any")} == {"get", "list", "watch"}
+    # nothing binds them to the operator
+    assert not any(b["roleRef"]["name"] in by_name and b["roleRef"]["name"].endswith(("-view", "-edit"))
+                   for b in objs if b["kind"].endswith("Binding"))
+    kinds = [o["metadata"]["name"] for o in objects({"rbac": {"create": True, "aggregateToUserRoles": False}})]
+    assert "mf-modelfleet-view" not in kinds

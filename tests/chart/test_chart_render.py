@@ -45,20 +45,30 @@ def test_chart_version_follows_the_package_version():
     assert chart().metadata["appVersion"] == version
 
 
+def test_chart_declares_the_oldest_supported_kubernetes():
+    assert chart().metadata["kubeVersion"] == ">=" + KUBE_VERSIONS[0].lstrip("v") + "-0"
+
+
 def test_chart_ships_the_generated_crds():
     names = sorted(c["name"] for c in chart().crds)
     assert names == sorted(f"crds/{p.name}" for p in (ROOT / "crds").glob("*.yaml"))
 
 
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest one known here.
+KUBE_VERSIONS = ["v1.29.0", KUBE_VERSION]
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 @pytest.mark.parametrize("case", CASES)
-def test_chart_lints_clean_strict(case: str):
-    report = helm.lint(str(CHART_DIR), CASES[case], strict=True, kube_version=KUBE_VERSION, namespace=NAMESPACE)
+def test_chart_lints_clean_strict(case: str, kube_version: str):
+    report = helm.lint(str(CHART_DIR), CASES[case], strict=True, kube_version=kube_version, namespace=NAMESPACE)
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["errors"] == [] and problems == [], problems or report["errors"]
 
 
+@pytest.mark.parametrize("kube_minor", ["1.29", KUBE_MINOR])
 @pytest.mark.parametrize("case", CASES)
-def test_every_rendered_object_is_valid_kubernetes(case: str):
+def test_every_rendered_object_is_valid_kubernetes(case: str, kube_minor: str):
     objs = objects(CASES[case])
     kinds = {o["kind"] for o in objs}
     assert {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service"} <= kinds
@@ -66,7 +76,7 @@ def test_every_rendered_object_is_valid_kubernetes(case: str):
         if obj["kind"] in CUSTOM_KINDS:
             continue
         # strict: unknown fields (a typo in a template) fail too
-        kubernetes_validate.validate(obj, KUBE_MINOR, strict=True)
+        kubernetes_validate.validate(obj, kube_minor, strict=True)
 
 
 def test_non_default_custom_objects_are_well_formed():
