@@ -67,8 +67,11 @@ NAMESPACED_PEERING_RULES: list[Rule] = [
     {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"], "verbs": ["get", "list", "watch", "patch"]},
 ]
 
-# The peering rules the brief names, for both modes (the chart picks one per watch mode).
-PEERING_RULES: list[Rule] = CLUSTER_PEERING_RULES + NAMESPACED_PEERING_RULES
+# Everything kopf itself needs (peering in both modes, Events, CRD discovery, namespaces), as one
+# list for readers; `expected_grants` picks from the finer lists above per watch mode and peering.
+PEERING_RULES: list[Rule] = (
+    CLUSTER_PEERING_RULES + NAMESPACED_PEERING_RULES + EVENT_RULES + DISCOVERY_RULES + NAMESPACE_RULES
+)
 
 # The job kinds of each scheduler, in the namespace where jobs are created (the operator's own:
 # `launcher._default_namespace`).

@@ -111,3 +111,15 @@ def test_user_roles_aggregate_and_leave_status_to_the_operator():
                    for b in objs if b["kind"].endswith("Binding"))
     kinds = [o["metadata"]["name"] for o in objects({"rbac": {"create": True, "aggregateToUserRoles": False}})]
     assert "mf-modelfleet-view" not in kinds
+
+
+def test_every_rule_in_the_module_is_granted_in_some_configuration():
+    """No rule in operator/rbac.py is dead: each is granted by the chart for some values."""
+    granted: set[tuple[str, str, str]] = set()
+    for scheduler in rbac.CHART_SCHEDULERS:
+        for mode in MODES.values():
+            for peering in (False, True):
+                objs = objects({"operator": {"scheduler": scheduler, "queue": "q", **mode}, "peering": {"enabled": peering, "name": "p"}})
+                granted |= {g[1:] for g in effective_grants(objs, _service_account(objs))}
+    lists = rbac.CORE_RULES + rbac.PEERING_RULES + [r for rules in rbac.SCHEDULER_RULES.values() for r in rules]
+    assert {g[1:] for g in rbac.expand(lists, "any")} == granted
