@@ -84,7 +84,8 @@ SCHEDULER_RULES: dict[str, list[Rule]] = {
         {"apiGroups": ["batch.volcano.sh"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
         # state(): the job's pods name the reason (Unschedulable, ImagePullBackOff, ...).
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-        # TorchX's log_iter (failure messages, `torchx log`).
+        # TorchX's log_iter reads a job's pod logs; part of the launcher contract so a failed run's
+        # message can quote its log tail (no launcher path reads logs yet).
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     ],
     "kueue": [
@@ -93,6 +94,7 @@ SCHEDULER_RULES: dict[str, list[Rule]] = {
         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
         # The headless Service for rendezvous (owned by the Job, so the GC deletes it).
         {"apiGroups": [""], "resources": ["services"], "verbs": ["create"]},
+        # state(): the job's pods (by job-name label) name the reason; log_iter as for Volcano.
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         # The Workload's conditions say why a job waits (Inadmissible, quota).
