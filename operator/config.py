@@ -24,6 +24,10 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()  # empty: cluster-wide
     metrics_port: int = 8080
     log_dir: str | None = None  # local_cwd: where TorchX writes job logs
+    # A shared PVC for path output URIs: mounted into the operator by the chart and into every
+    # trainer pod by the cluster launchers, so metrics.json written by a job is readable here.
+    output_pvc: str | None = None
+    output_mount: str | None = None
     poll_seconds: float = 10.0  # how often in-flight runs are polled
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -43,6 +47,8 @@ class OperatorConfig:
             poll = float(env.get("MODELFLEET_POLL_SECONDS", "10"))
         except ValueError as exc:
             raise ConfigError(f"MODELFLEET_METRICS_PORT/MODELFLEET_POLL_SECONDS: {exc}") from None
+        if bool(env.get("MODELFLEET_OUTPUT_PVC")) != bool(env.get("MODELFLEET_OUTPUT_MOUNT")):
+            raise ConfigError("MODELFLEET_OUTPUT_PVC and MODELFLEET_OUTPUT_MOUNT must be set together")
         namespaces = tuple(n for n in env.get("MODELFLEET_NAMESPACES", "").split(",") if n.strip())
         return cls(
             scheduler=scheduler,  # type: ignore[arg-type]
@@ -52,5 +58,7 @@ class OperatorConfig:
             namespaces=namespaces,
             metrics_port=port,
             log_dir=env.get("MODELFLEET_LOG_DIR") or None,
+            output_pvc=env.get("MODELFLEET_OUTPUT_PVC") or None,
+            output_mount=env.get("MODELFLEET_OUTPUT_MOUNT") or None,
             poll_seconds=poll,
         )

@@ -98,12 +98,27 @@ def make_launcher(config: OperatorConfig, *, api_client: Any = None) -> Launcher
 # --- shared pieces ---------------------------------------------------------------------------
 
 
-def build_app(run_name: str, spec: TrainingRunSpec, image: str, env: dict[str, str] | None = None) -> AppDef:
-    """The trainer's AppDef for this run, named after the run (short: it prefixes job/pod names)."""
+def build_app(
+    run_name: str,
+    spec: TrainingRunSpec,
+    image: str,
+    env: dict[str, str] | None = None,
+    config: OperatorConfig | None = None,
+) -> AppDef:
+    """The trainer's AppDef for this run, named after the run (short: it prefixes job/pod names).
+
+    With `config.output_pvc` the shared output claim is mounted into every replica, so the
+    outputs a job writes to a path URI are where the operator reads metrics.json from.
+    """
+    from torchx.specs import VolumeMount
+
     from modelfleet.trainer.component import app_for
 
     app = app_for(spec.training, image, spec.resources, env)
     app.name = naming.label_value(run_name[:_MAX_APP_NAME]).lower().strip("-_.") or "run"
+    if config is not None and config.output_pvc and config.output_mount:
+        for role in app.roles:
+            role.mounts.append(VolumeMount(src=config.output_pvc, dst_path=config.output_mount))
     return app
 
 
@@ -442,7 +457,13 @@ class _KubeLauncher:
 
     def render(self, run_name: str, attempt: int, spec: TrainingRunSpec, labels: dict[str, str], *, namespace: str | None = None) -> Any:
         """The TorchX dry run of this attempt, with our labels on the job and its pods."""
-        app = build_app(run_name, spec, spec.image or self.config.trainer_image, {"MODELFLEET_RUN": run_name, "MODELFLEET_ATTEMPT": str(attempt)})
+        app = build_app(
+            run_name,
+            spec,
+            spec.image or self.config.trainer_image,
+            {"MODELFLEET_RUN": run_name, "MODELFLEET_ATTEMPT": str(attempt)},
+            config=self.config,
+        )
         info = self._runner().dryrun(app, self.scheduler, cfg=self._cfg(namespace or self.namespace))
         self._label_request(info.request, job_labels(run_name, attempt, labels))
         return info

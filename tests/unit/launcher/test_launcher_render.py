@@ -171,3 +171,28 @@ assert "torch" not in sys.modules
     proc = subprocess.run([sys.executable, "-P", "-c", code, str(Path(__file__).parent)],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("scheduler", ["kueue", "kubernetes"])
+def test_shared_output_claim_is_mounted_into_every_trainer_pod(scheduler: str) -> None:
+    config = OperatorConfig(scheduler=scheduler, queue="q", output_pvc="modelfleet-out", output_mount="/data")
+    launcher = make_launcher(config, api_client=object())
+    request = launcher.render("ctr-feed-abc123", 1, run_spec(nnodes=2), dict(LABELS), namespace="ml").request
+    if scheduler == "kueue":
+        pods = [request.job["spec"]["template"]]
+    else:
+        pods = [t["template"] for t in request.resource["spec"]["tasks"]]
+    for pod in pods:
+        pod = yaml.safe_load(yaml.safe_dump(pod))  # kubernetes client objects -> plain dicts
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
+                  if v.get("persistentVolumeClaim")}
+        assert list(claims.values()) == ["modelfleet-out"]
+        mounts = {m["name"]: m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+        assert mounts[next(iter(claims))] == "/data"
+
+
+def test_output_claim_without_mount_path_is_a_config_error() -> None:
+    from modelfleet.operator.config import ConfigError
+
+    with pytest.raises(ConfigError, match="MODELFLEET_OUTPUT_PVC and MODELFLEET_OUTPUT_MOUNT"):
+        OperatorConfig.from_env({"MODELFLEET_OUTPUT_PVC": "out"})
