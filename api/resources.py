@@ -47,6 +47,12 @@ OVERRIDABLE_FIELDS = (
 )
 
 
+# Lists keyed by a field merge item by item under server-side apply (GitOps tools and the
+# operator then own different items), and the API server rejects duplicate keys.
+def _list_map(key: str) -> dict[str, Any]:
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
+
+
 def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
     out = {"rule": rule, "message": message}
     if field_path:
@@ -142,7 +148,9 @@ class ModelTemplateSpec(SpecModel):
     }
 
     architecture: ArchitectureSpec = Field(default_factory=ArchitectureSpec)
-    techniques: list[TechniqueRef] = Field(default_factory=list, max_length=64)
+    techniques: list[TechniqueRef] = Field(
+        default_factory=list, max_length=64, json_schema_extra=_list_map("name")
+    )
     recipe: RecipeSpec = Field(default_factory=RecipeSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     overridable: list[Literal[OVERRIDABLE_FIELDS]] = Field(  # type: ignore[valid-type]
@@ -173,7 +181,7 @@ class TechniqueAdoption(SpecModel):
 class ModelTemplateStatus(SpecModel):
     observed_generation: int | None = None
     revision: str | None = Field(None, description="Hash of architecture, techniques and recipe.")
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_list_map("type"))
     instances: int = 0
     up_to_date: int = Field(0, description="Instances whose promoted model is at the current revision.")
     training: int = 0
@@ -225,7 +233,7 @@ class ModelInstanceSpec(SpecModel):
 
 class ModelInstanceStatus(SpecModel):
     observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_list_map("type"))
     template_revision: str | None = None
     target_revision: str | None = Field(None, description="The revision this instance should be at.")
     promoted_revision: str | None = None
@@ -262,7 +270,7 @@ class TrainingRunSpec(SpecModel):
 
 class TrainingRunStatus(SpecModel):
     observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_list_map("type"))
     phase: RunPhase | None = None
     app_handle: str | None = Field(None, description="TorchX app handle of the current attempt.")
     scheduler: str | None = None

@@ -98,7 +98,10 @@ def test_defaults_bounds_and_enums_are_carried_over():
     recipe = spec["properties"]["recipe"]["properties"]
     assert recipe["learningRate"]["minimum"] == 0 and recipe["learningRate"]["exclusiveMinimum"] is True
     assert recipe["optimizer"]["enum"] == ["adam", "adamw", "adagrad", "sgd"]
-    params = spec["properties"]["techniques"]["items"]["properties"]["params"]
+    techniques = spec["properties"]["techniques"]
+    # server-side apply merges techniques by name instead of replacing the list
+    assert techniques["x-kubernetes-list-type"] == "map" and techniques["x-kubernetes-list-map-keys"] == ["name"]
+    params = techniques["items"]["properties"]["params"]
     assert params.get("x-kubernetes-preserve-unknown-fields") is True
 
 
