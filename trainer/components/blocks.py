@@ -22,7 +22,9 @@ class HashedEmbeddings(nn.Module):
         super().__init__()
         self.n_features, self.buckets, self.dim, self.sparse = n_features, buckets, dim, sparse
         self.weight = nn.Parameter(torch.empty(n_features * buckets, dim))
-        nn.init.uniform_(self.weight, -(buckets**-0.5), buckets**-0.5)
+        # a fixed small scale, not one shrinking with the bucket count: resizing the hash space
+        # should not change how far from zero training starts
+        nn.init.normal_(self.weight, 0.0, 0.01)
         self.register_buffer("offsets", torch.arange(n_features) * buckets, persistent=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

@@ -109,7 +109,7 @@ def _quickstart_spec(instance: str, out: Path) -> TrainingSpec:
     data = i.spec.data.model_copy(update={"train_uri": str(q / i.spec.data.train_uri)})
     return TrainingSpec(
         instance=i.metadata.name, revision="test", event=i.spec.event, architecture=t.spec.architecture,
-        techniques=t.spec.techniques, recipe=t.spec.recipe.model_copy(update={"steps": 40}), data=data,
+        techniques=t.spec.techniques, recipe=t.spec.recipe.model_copy(update={"steps": 100}), data=data,
         output_uri=str(out),
     )
 
