@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from modelfleet.api.resources import Metrics, ModelInstance, ModelTemplate
@@ -50,6 +51,27 @@ def test_resume_continues_from_the_latest_checkpoint_exactly(tmp_path, make_spec
     assert resumed["trainExamples"] == straight["trainExamples"] - first["trainExamples"]
     for key in ("ne", "logloss", "auc", "calibration"):
         assert resumed[key] == pytest.approx(straight[key], rel=1e-6), key
+
+
+def test_sparse_embedding_updates_touch_only_the_looked_up_rows(make_spec):
+    from modelfleet.trainer.components.model import RankingModel
+    from modelfleet.trainer.techniques.catalogue import resolve_plan
+    from modelfleet.trainer.train import Optimizers, task_weight_vector, train_step
+
+    spec = make_spec()
+    plan = resolve_plan(spec)
+    model = RankingModel(plan, sparse_embeddings=True)
+    opt = Optimizers(spec, model, plan, total_steps=10)
+    assert len(opt.opts) == 2  # dense Adam + row-wise (lazy) Adam for the embedding table
+    before = model.embeddings.weight.detach().clone()
+    dense_before = [p.detach().clone() for n, p in model.named_parameters() if not n.startswith("embeddings")]
+    ids = torch.zeros(32, plan.n_sparse, dtype=torch.int64)  # bucket 0 of every feature
+    y = torch.ones(32, 1)
+    train_step(model, opt, plan, task_weight_vector(plan), torch.randn(32, plan.n_dense), ids, y)
+    changed = (model.embeddings.weight.detach() != before).any(dim=1).nonzero().flatten().tolist()
+    assert changed == [f * 500 for f in range(plan.n_sparse)]  # row 0 of each feature's table
+    dense_after = [p.detach() for n, p in model.named_parameters() if not n.startswith("embeddings")]
+    assert all(not torch.equal(a, b) for a, b in zip(dense_before, dense_after, strict=True))
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(make_spec):
