@@ -132,7 +132,7 @@ def ensure_deepctr_venv(venv: Path) -> Path | str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=250_000, help="synthetic rows (80%% train, 20%% held out)")
+    ap.add_argument("--rows", type=int, default=100_000, help="synthetic rows (80%% train, 20%% held out)")
     ap.add_argument("--buckets", type=int, default=10_000)
     ap.add_argument("--dim", type=int, default=16)
     ap.add_argument("--batch", type=int, default=512)
@@ -181,7 +181,8 @@ def main() -> int:
                                  evaluate.normalized_entropy(p, y), evaluate.auc(p, y), int(r["flops"]),
                                  r["params"], wall))
 
-    print(f"\nDCNv2 on CPU ({args.threads} threads), {args.rows:,} synthetic rows, 13 dense + 26 sparse, "
+    print(f"\nload average (1, 5, 15 min) at the end: {os.getloadavg()}; {os.cpu_count()} CPUs")
+    print(f"DCNv2 on CPU ({args.threads} threads), {args.rows:,} synthetic rows, 13 dense + 26 sparse, "
           f"dim {args.dim}, {args.buckets:,} buckets, batch {args.batch}, Adam lr {args.lr}, 1 epoch")
     print(f"{'trainer':22} {'train ex/s':>11} {'NE':>7} {'AUC':>7} {'FLOPs/ex':>10} {'params':>11} {'wall s':>7}")
     for name, eps, ne, auc, flops, params, wall in rows:

@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'NAME':24} {'SLOT':12} {'PARAMS Δ':>12} {'FLOPS/EX Δ':>12}  PARAMS")
     for r in table:
         params = ", ".join(
-            f"{k}={v.get('default', 'required')}" for k, v in r["params"].items()
+            f"{k}={v.get('default', '{}' if v.get('type') == 'object' else 'required')}"
+            for k, v in r["params"].items()
         )
         print(f"{r['name']:24} {r['slot']:12} {r['paramsDelta']:>+12,} {r['flopsPerExampleDelta']:>+12,}  {params}")
         print(f"{'':24} {r['description']}")
