@@ -307,8 +307,9 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
     eval_data = Dataset(spec, "eval")
     transform = DenseTransform.fit(spec.data.dense_transform, Dataset(spec, "train"))
 
-    # sparse embedding gradients, except under NCCL, whose all-reduce takes dense tensors only
-    model = RankingModel(plan, sparse_embeddings=not (cuda and world > 1)).to(device)
+    # sparse embedding gradients for one process; DDP's gradient buckets take dense ones only
+    # (torch 2.13 fails with "Cannot access storage of SparseTensorImpl", on gloo and NCCL alike)
+    model = RankingModel(plan, sparse_embeddings=world == 1).to(device)
     ddp_model: nn.Module = (
         nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
         if world > 1
