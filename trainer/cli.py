@@ -69,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
     except TechniqueError as exc:
         return _fail(str(exc), 2)
 
-    import torch  # noqa: F401  (heavy import only once the spec is known to be good)
-
+    # torch loads here, only once the spec is known to be good
     from modelfleet.trainer.data import DataError
     from modelfleet.trainer.train import TrainingError, train
 

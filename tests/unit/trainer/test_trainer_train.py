@@ -141,3 +141,26 @@ def test_quickstart_instance_trains_on_its_adult_slice(tmp_path):
     result = train(spec)
     assert result["ne"] < 0.9 and result["auc"] > 0.75
     assert result["examples"] > 2000  # a 20 % held-out split of 12,583 rows
+
+
+def test_trains_from_a_criteo_tsv_the_test_generates(make_spec, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for _ in range(3000):
+        c1 = int(rng.integers(0, 20))
+        label = int(rng.random() < (0.8 if c1 < 5 else 0.1))  # C1 carries the signal
+        ints = [str(int(rng.integers(0, 100))) for _ in range(13)]
+        cats = [f"{c1:x}", *[f"{int(rng.integers(0, 50)):x}" for _ in range(25)]]
+        lines.append("\t".join([str(label), *ints, *cats]))
+    path = tmp_path / "day_0.gz"
+    import gzip
+
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n".join(lines) + "\n")
+    # mapped to a few columns: 25 noise features would let a tiny model memorise 2,400 rows
+    data = {"format": "criteo", "trainUri": str(path), "denseColumns": ["I1", "I2"], "sparseColumns": ["C1", "C2"]}
+    spec = make_spec(event="label", data=data, recipe={"steps": 40})
+    result = train(spec)
+    assert result["ne"] < 0.9 and result["examples"] > 400
