@@ -6,6 +6,8 @@ Public API (stable; the kopf daemon applies through `kube.KubeStore`, `modelflee
     apply_plan(plan, store, *, launcher=None, now=None) -> int   # number of writes issued
 
 Order and write economy:
+- CancelRun, CreateRun, DeleteRun, status patches, then Events (an Event is never the only
+  write that happened before a crash, so a restarted operator does not repeat it forever).
 - CancelRun before CreateRun, so a slot freed by a superseded run is reused in the same plan.
   With a `launcher`, the run's job is cancelled through `runs.cancel_run` (its status and Event are
   written here); without one only the status changes (the caller cancels jobs itself).
@@ -46,6 +48,7 @@ def apply_plan(plan: Plan, store: Any, *, launcher: Any = None, now: dt.datetime
     now = now or dt.datetime.now(dt.UTC)
     writes = 0
     patched = {(a.kind, a.name) for a in plan.of(PatchStatus)}
+    deferred: list[Event] = []
     for action in plan.of(CancelRun):
         body = store.get("TrainingRun", action.name)
         if body is None:
@@ -62,26 +65,25 @@ def apply_plan(plan: Plan, store: Any, *, launcher: Any = None, now: dt.datetime
         if update.status_patch:
             store.patch_status("TrainingRun", action.name, update.status_patch)
             writes += 1
-        for ev in update.events:
-            store.record_event(ev.kind, ev.name, ev.type, ev.reason, ev.message)
+        deferred.extend(update.events)
+    # State first, Events last: an Event is not state, so a crash between writes must never leave
+    # an Event as the only thing done (the next plan would emit it again, and again).
+    for action in plan.of(CreateRun):
+        store.create("TrainingRun", action.body())
+        writes += 1
+    for action in plan.of(DeleteRun):
+        store.delete("TrainingRun", action.name)
+        writes += 1
+    for action in plan.of(PatchStatus):
+        store.patch_status(action.kind, action.name, action.status)
+        writes += 1
+    for action in plan.of(Promote):
+        if ("ModelInstance", action.instance) not in patched:
+            run = store.get("TrainingRun", action.run) or {}
+            techniques = [t["name"] for t in ((run.get("spec") or {}).get("training") or {}).get("techniques", [])]
+            store.patch_status("ModelInstance", action.instance, _promoted_status(action, techniques if run else None))
             writes += 1
-    for action in plan.actions:
-        if isinstance(action, CreateRun):
-            store.create("TrainingRun", action.body())
-            writes += 1
-        elif isinstance(action, DeleteRun):
-            store.delete("TrainingRun", action.name)
-            writes += 1
-        elif isinstance(action, PatchStatus):
-            store.patch_status(action.kind, action.name, action.status)
-            writes += 1
-        elif isinstance(action, Promote):
-            if ("ModelInstance", action.instance) not in patched:
-                run = store.get("TrainingRun", action.run) or {}
-                techniques = [t["name"] for t in ((run.get("spec") or {}).get("training") or {}).get("techniques", [])]
-                store.patch_status("ModelInstance", action.instance, _promoted_status(action, techniques if run else None))
-                writes += 1
-        elif isinstance(action, Event):
-            store.record_event(action.kind, action.name, action.type, action.reason, action.message)
-            writes += 1
+    for action in [*deferred, *plan.of(Event)]:
+        store.record_event(action.kind, action.name, action.type, action.reason, action.message)
+        writes += 1
     return writes

@@ -380,3 +380,43 @@ def test_invalid_instance_is_stalled_with_the_field(tmp_path):
     ready = cond(w.instance("a"), "Ready")
     assert ready["reason"] == "InvalidOverride" and "spec.overrides['recipe.steps']" in ready["message"]
     assert w.plan().actions == []
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfterOneWrite:
+    """A store that dies after one write: an operator killed right after each write it makes."""
+
+    def __init__(self, store):
+        self.store, self.left = store, 1
+
+    def __getattr__(self, name):
+        attr = getattr(self.store, name)
+        if name in ("create", "patch_status", "delete", "record_event"):
+            def write(*a, **kw):
+                if self.left <= 0:
+                    raise Crash()
+                self.left -= 1
+                return attr(*a, **kw)
+            return write
+        return attr
+
+
+def test_killed_after_every_write_still_converges(tmp_path):
+    w = fleet(tmp_path, n=3)
+    converge(w)
+    retemplate(w)
+    lives = 0
+    while not all(i.status.promoted_revision == i.status.target_revision for i in w.instances()) or w.plan().actions:
+        lives += 1
+        assert lives < 200, "does not converge across crashes"
+        try:
+            apply_plan(w.plan(), CrashAfterOneWrite(w.store), launcher=w.launcher, now=w.now)
+        except Crash:
+            pass
+        w.reconcile()
+        finish_all(w)
+    assert lives > 5
+    assert len(w.launcher.submitted) == len(set(w.launcher.submitted)) == 6  # one job per run, ever
