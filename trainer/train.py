@@ -422,6 +422,10 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
             epoch += 1
             batch_in_epoch = 0
     train_seconds = time.perf_counter() - t0
+    if world > 1:  # report the job's examples, not rank 0's share
+        total = torch.tensor([examples], dtype=torch.int64, device=device)
+        dist.all_reduce(total)
+        examples = int(total.item())
     if step > start_step:
         checkpoint(batch_in_epoch)
 

@@ -108,4 +108,8 @@ def test_torchrun_two_cpu_workers_train_one_model(tmp_path):
     metrics = json.loads(proc.stdout.strip().splitlines()[-1])
     # each rank trains on its half of the ~4,800 training rows: 10 batches of 256 an epoch
     assert metrics["steps"] == 10 and metrics["ne"] < 1
+    from modelfleet.trainer.data import Dataset
+
+    train_rows = sum(len(c) for c in Dataset(spec, "train").chunks())
+    assert metrics["trainExamples"] == train_rows  # both ranks' shards, each row once
     assert json.loads((out / "metrics.json").read_text()) == metrics

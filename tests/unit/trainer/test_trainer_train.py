@@ -164,3 +164,18 @@ def test_trains_from_a_criteo_tsv_the_test_generates(make_spec, tmp_path):
     spec = make_spec(event="label", data=data, recipe={"steps": 40})
     result = train(spec)
     assert result["ne"] < 0.9 and result["examples"] > 400
+
+
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(capsys):
+    from modelfleet.trainer.train import Progress
+
+    bar = Progress(total=20, start=0, enabled=True)
+    for step in range(1, 21):
+        bar.update(step, 0.5, 1000.0)
+    err = capsys.readouterr().err
+    assert err.count("\r[") == 20 and "20/20" in err and "#" * 30 in err
+    log = Progress(total=20, start=0, enabled=False)
+    for step in range(1, 21):
+        log.update(step, 0.5, 1000.0)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("[modelfleet.train] step 20/20")
