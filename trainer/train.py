@@ -335,6 +335,12 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
                 f"checkpoint {latest} was written for a different model, techniques or data; "
                 "give this run its own outputUri"
             )
+        if state.get("world", 1) != world:
+            raise TrainingError(
+                f"checkpoint {latest} was written by {state.get('world', 1)} worker process(es), this job "
+                f"has {world}; the data shards differ, so resume with the same nnodes x processes "
+                "or give this run its own outputUri"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None and state.get("ema") is not None:
@@ -359,6 +365,7 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
                 "batch_in_epoch": batch_in_epoch,
                 "torch_rng": torch.get_rng_state(),
                 "model_key": _model_key(spec),
+                "world": world,
                 "transform": transform.state(),
                 "plan_cost": {"params": cost.params, "flopsPerExample": cost.flops_per_example},
             },

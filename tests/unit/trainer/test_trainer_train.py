@@ -80,6 +80,17 @@ def test_resume_refuses_a_checkpoint_of_another_model(make_spec):
         train(make_spec(architecture={"embedding": {"dim": 4, "buckets": 500}, "bottomMlp": [4]}))
 
 
+def test_resume_refuses_a_checkpoint_of_another_world_size(make_spec):
+    spec = make_spec(recipe={"steps": 5})
+    train(spec)
+    path = latest_checkpoint(spec.output_uri)
+    state = torch.load(path, weights_only=False)
+    state["world"] = 2  # as if two DDP workers had written it: their data shards differ from ours
+    torch.save(state, path)
+    with pytest.raises(TrainingError, match="2 worker process"):
+        train(make_spec(recipe={"steps": 10}))
+
+
 def test_non_finite_loss_stops_the_run_with_a_clear_failure(make_spec, tmp_path):
     path = tmp_path / "huge.csv"
     path.write_text("y,x\n" + "".join(f"{i % 2},1e30\n" for i in range(400)))
