@@ -337,6 +337,15 @@ def summary(store: Any, tick: Tick) -> tuple[list[str], int, list[str]]:
 # --- the command ------------------------------------------------------------------------------
 
 
+def _signal_exception() -> type[BaseException]:
+    """TorchX's local scheduler turns SIGINT/SIGTERM into its own exception; both mean "stop"."""
+    try:
+        from torchx.schedulers.local_scheduler import SignalException
+    except ImportError:
+        return KeyboardInterrupt
+    return SignalException
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", metavar="DIR", help="folder of ModelTemplate/ModelInstance manifests")
     parser.add_argument(
@@ -386,7 +395,7 @@ def run(args: argparse.Namespace) -> int:
             if tick.in_flight == 0 and tick.actions == 0 and tick.run_updates == 0:
                 break
             time.sleep(args.poll if tick.in_flight else min(args.poll, tick.requeue_after or args.poll))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _signal_exception()):
         print(
             "\nmodelfleet local: stopped. Jobs in flight keep running; run the same command again to pick them up.",
             file=sys.stderr,
