@@ -8,6 +8,7 @@ Public API (stable; the kopf `template_rollout` daemon, `modelfleet local` and `
   TrainingRuns (any others are ignored); `now`: timezone-aware UTC.
 - `output_uri`: base fsspec URI; run R of namespace NS writes under `<output_uri>/<NS>/<R>`.
 - `image`: the trainer image when the template names none.
+- Runs without the `modelfleet.dev/wave` label (a user's ad-hoc TrainingRun) are left alone.
 - `estimate(spec: TrainingSpec) -> Cost | int`: forward FLOPs/example of a resolved spec; default
   the technique catalogue's `estimate_cost` (None when the catalogue is not installed: no budgets).
 - The `Plan` holds the actions (CreateRun, CancelRun, DeleteRun, Promote, PatchStatus, Event, in
@@ -207,7 +208,10 @@ def plan_template(
     # --- one pass over runs, one over instances --------------------------------------------------
     by_instance: dict[str, list[TrainingRun]] = {}
     for run in runs:
-        by_instance.setdefault(run.spec.instance, []).append(run)
+        # Runs the planner did not make (a user's ad-hoc run has no wave label) are the user's:
+        # never superseded, promoted or garbage-collected here.
+        if LABEL_WAVE in run.metadata.labels:
+            by_instance.setdefault(run.spec.instance, []).append(run)
 
     views: list[_View] = []
     for inst in sorted(instances, key=lambda i: i.metadata.name):

@@ -420,3 +420,19 @@ def test_killed_after_every_write_still_converges(tmp_path):
         finish_all(w)
     assert lives > 5
     assert len(w.launcher.submitted) == len(set(w.launcher.submitted)) == 6  # one job per run, ever
+
+
+def test_a_users_ad_hoc_run_is_left_alone(tmp_path):
+    from modelfleet.api.resolve import resolve_training_spec
+    from modelfleet.api.resources import TrainingRunSpec
+
+    w = fleet(tmp_path, n=1)
+    t, i = w.template(), w.instances()[0]
+    spec = TrainingRunSpec(instance="m0", revision="adhoc", training=resolve_training_spec(t, i, output_uri="/tmp/adhoc"))
+    w.store.create("TrainingRun", {"metadata": {"name": "m0-experiment"}, "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True)})
+    w.reconcile()  # its job runs
+    plan = w.step()
+    assert plan.of(CancelRun) == [] and [c.instance for c in plan.of(CreateRun)] == ["m0"]
+    converge(w)
+    assert w.run("m0-experiment") is not None
+    assert w.instances()[0].status.promoted_revision != "adhoc"
