@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelfleet.api.resolve import instance_revision, resolve_training_spec, template_revision
+from modelfleet.api.resolve import instance_revision, template_revision
 from modelfleet.api.resources import (
     FINISHED_PHASES,
     ModelInstance,
@@ -65,21 +65,13 @@ from modelfleet.operator.naming import (
     label_value,
     run_name,
 )
-from modelfleet.operator.validation import Problem, validate_instance, validate_template
+from modelfleet.operator.validation import Problem, check_instance, validate_template
 from modelfleet.trainer.spec import TrainingSpec
 
 LABEL_WAVE = "modelfleet.dev/wave"  # 1 = canary, 2+ = the waves after it
 RESTART_SECONDS = 2.0  # how soon to look again after deleting a stale run that must be re-made
 
 Estimate = Callable[[TrainingSpec], Any]
-
-
-def _default_estimate() -> Estimate | None:
-    try:
-        from modelfleet.trainer.techniques.catalogue import estimate_cost
-    except ImportError:
-        return None
-    return estimate_cost
 
 
 def _flops(value: Any) -> int | None:
@@ -202,9 +194,6 @@ def plan_template(
             plan.actions.append(Event("ModelTemplate", tname, "Warning", p.reason, p.message))
         return plan
 
-    if estimate is None:
-        estimate = _default_estimate()
-
     # --- one pass over runs, one over instances --------------------------------------------------
     by_instance: dict[str, list[TrainingRun]] = {}
     for run in runs:
@@ -217,13 +206,13 @@ def plan_template(
     for inst in sorted(instances, key=lambda i: i.metadata.name):
         v = _View(inst=inst, name=inst.metadata.name, runs=by_instance.get(inst.metadata.name, []))
         v.promoted = inst.status.promoted_revision if inst.status else None
-        v.problems = validate_instance(inst, template)
+        desired = instance_revision(template, inst)
+        uri = f"{output_uri.rstrip('/')}/{ns}/{run_name(v.name, desired)}"
+        v.problems, v.spec, cost = check_instance(inst, template, output_uri=uri, estimate=estimate, template_valid=True)
         if not v.problems:
-            v.desired = instance_revision(template, inst)
+            v.desired = desired
             v.run_name = run_name(v.name, v.desired)
-            v.spec = resolve_training_spec(template, inst, output_uri=f"{output_uri.rstrip('/')}/{ns}/{v.run_name}")
-            if estimate is not None:
-                v.flops = _flops(estimate(v.spec))
+            v.flops = _flops(cost)
             budget = inst.spec.serving_budget.max_flops_per_example
             if budget is not None and v.flops is not None and v.flops > budget:
                 v.blocked = (

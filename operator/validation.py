@@ -6,6 +6,8 @@ Public functions (stable; the kopf handlers, the planner, `modelfleet local` and
 - `validate_instance(i: ModelInstance, t: ModelTemplate | None) -> list[Problem]`: a missing
   template (`TemplateNotFound`), overrides outside the template's allow-list or of the wrong type
   (`InvalidOverride`), and a resolved spec the catalogue rejects (`InvalidTechnique`).
+- `check_instance(i, t, *, output_uri, estimate, template_valid) -> (problems, spec, cost)`: the
+  same checks, returning the resolved spec and its estimated cost (one resolution, for the planner).
 - `Problem(reason, field, message)`: `field` is the dotted path of the bad value as the user wrote
   it (`spec.techniques[1].params.rank`); `message` starts with that path, so it reads on its own in
   a condition or an Event.
@@ -19,10 +21,13 @@ the operator must keep working (validating everything else) in a build without i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from modelfleet.api.resolve import OverrideError, apply_overrides, resolve_training_spec
+from modelfleet.api.resolve import OverrideError, resolve_training_spec
 from modelfleet.api.resources import ModelInstance, ModelTemplate
+from modelfleet.trainer.spec import TrainingSpec
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,23 @@ def validate_template(t: ModelTemplate) -> list[Problem]:
 
 
 def validate_instance(i: ModelInstance, t: ModelTemplate | None) -> list[Problem]:
+    return check_instance(i, t)[0]
+
+
+def check_instance(
+    i: ModelInstance,
+    t: ModelTemplate | None,
+    *,
+    output_uri: str = "memory://validate",
+    estimate: Callable[[TrainingSpec], Any] | None = None,
+    template_valid: bool | None = None,
+) -> tuple[list[Problem], TrainingSpec | None, Any]:
+    """(problems, resolved spec, estimated cost) in one resolution -- what the planner needs.
+
+    `estimate` defaults to the catalogue's `estimate_cost`, which also validates the resolved spec;
+    a custom one (tests) is called after the catalogue validated the spec. `template_valid=True`
+    skips re-validating the template (the planner already did, once per plan).
+    """
     if t is None:
         ns = i.metadata.namespace
         where = f" in namespace {ns!r}" if ns else ""
@@ -75,21 +97,28 @@ def validate_instance(i: ModelInstance, t: ModelTemplate | None) -> list[Problem
                 "spec.templateRef.name",
                 f"ModelTemplate {i.spec.template_ref.name!r} not found{where}",
             )
-        ]
+        ], None, None
     try:
-        apply_overrides(t.spec, i.spec.overrides)
+        spec = resolve_training_spec(t, i, output_uri=output_uri)
     except OverrideError as exc:
-        return [_problem("InvalidOverride", f"spec.overrides[{exc.field!r}]", str(exc).split(": ", 1)[-1])]
+        return [_problem("InvalidOverride", f"spec.overrides[{exc.field!r}]", str(exc).split(": ", 1)[-1])], None, None
     cat = _catalogue()
     if cat is None:
-        return []
+        return [], spec, estimate(spec) if estimate else None
+    # Template-level technique errors are the template's problem, not this instance's.
+    if template_valid is None:
+        template_valid = not validate_template(t)
+    if not template_valid:
+        return [], spec, None
     try:
         # The resolved spec (overrides and the instance's data applied) must still build: e.g. an
         # overridden embedding dim that attention heads no longer divide, or a data slice without
-        # features. Template-level technique errors are the template's problem, not this one's.
-        if validate_template(t):
-            return []
-        cat.resolve_plan(resolve_training_spec(t, i, output_uri="memory://validate"))
+        # features.
+        if estimate is None:
+            cost = cat.estimate_cost(spec)
+        else:
+            cat.resolve_plan(spec)
+            cost = estimate(spec)
     except cat.TechniqueError as exc:
-        return [_technique_problem(exc)]
-    return []
+        return [_technique_problem(exc)], None, None
+    return [], spec, cost
