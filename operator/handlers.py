@@ -80,6 +80,7 @@ class OperatorContext:
     _annotate: Callable[[dict[str, Any]], dict[str, str]] | None = None
     # (namespace, template) -> (revision, monotonic time the operator first saw it)
     _revision_seen: dict[tuple[str, str], tuple[str, float, bool]] = dataclasses.field(default_factory=dict)
+    _closed: bool = False
     plans: int = 0  # plan cycles completed (tests and the benchmark wait on it)
 
     def start(self, settings: kopf.OperatorSettings) -> None:
@@ -92,6 +93,12 @@ class OperatorContext:
             self.launcher = make_launcher(self.config, api_client=self.api_client)
         self._annotate = _kopf_diffbase(settings)
 
+    def close(self) -> None:
+        """Stop writing: plans or reconciles still running in worker threads write nothing more."""
+        self._closed = True
+        for store in list(self._stores.values()):
+            store.close()
+
     def store(self, namespace: str) -> kube.KubeStore:
         st = self._stores.get(namespace)
         if st is None:
@@ -102,6 +109,8 @@ class OperatorContext:
                 annotate=self._annotate,
                 on_error=metrics.api_error,
             )
+            if self._closed:
+                st.close()
         return st
 
     def _event(self, namespace: str, template: str) -> asyncio.Event:
@@ -267,6 +276,7 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=registry, id="operator_cleanup")
     async def operator_cleanup(memo: kopf.Memo, **_: Any) -> None:
+        memo.ctx.close()
         client = memo.ctx.api_client
         if client is not None:
             await asyncio.to_thread(client.close)
@@ -320,6 +330,8 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
             wakeup.clear()
             try:
                 requeue = await _plan_and_apply(ctx, namespace, name, dict(body), instances_by_template, runs_by_instance)
+            except kube.StoreClosed:
+                return  # the operator is stopping
             except Exception:  # one bad plan must not kill the daemon; log, back off, retry
                 log.exception("planning %s/%s failed", namespace, name)
                 metrics.api_error("plan")
@@ -385,6 +397,8 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
             template_body = _first(templates_by_name.get((namespace, template_name), ()))
             try:
                 phase, requeue = await _reconcile_run(ctx, namespace, raw, template_body)
+            except kube.StoreClosed:
+                return  # the operator is stopping
             except Exception:
                 log.exception("reconciling run %s/%s failed", namespace, name)
                 metrics.api_error("reconcile")

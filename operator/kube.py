@@ -53,6 +53,10 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class StoreClosed(RuntimeError):
+    """A write after the operator began to stop (a plan still running in a worker thread)."""
+
+
 class KubeStore:
     """One namespace of the cluster, seen through the Store interface.
 
@@ -79,10 +83,16 @@ class KubeStore:
         self._on_error = on_error
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()  # "create trainingruns", "patch modelinstances/status", ...
+        self.closed = False  # set when the operator stops: a worker thread still running writes nothing
+
+    def close(self) -> None:
+        self.closed = True
 
     # --- bookkeeping -------------------------------------------------------------------------
 
     def _count(self, what: str) -> None:
+        if self.closed and not what.startswith(("get ", "list ")):
+            raise StoreClosed(f"{what}: the operator is stopping")
         with self._lock:
             self.calls[what] += 1
 

@@ -238,6 +238,9 @@ class RunningOperator:
         if graceful:
             self._stop.set()
         else:
+            # A crash: nothing of this operator may write any more, not even a worker thread
+            # that is still in the middle of a plan (a dead process's threads are gone too).
+            self.ctx.close()
             self.task.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(self.task, timeout=20)
