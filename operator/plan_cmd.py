@@ -1,6 +1,6 @@
 """`modelfleet plan -f DIR`: a dry run -- what a change would retrain and why, what it would cost.
 
-    modelfleet plan -f DIR [--state DIR] [--cluster [--namespace NS]] [-o text|json]
+    modelfleet plan -f DIR [--state DIR] [--cluster [--namespace NS] [--server URL]] [-o text|json]
 
 Reads the manifests in DIR (as `modelfleet local` does), takes the current state -- statuses and
 runs -- from the `modelfleet local` state folder (`--state`, default `.modelfleet/`, when present)
@@ -39,6 +39,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", default=None, help="modelfleet local state folder (default .modelfleet/ if present)")
     parser.add_argument("--cluster", action="store_true", help="read current state from the cluster instead")
     parser.add_argument("--namespace", default="default", help="namespace to read with --cluster (default: default)")
+    parser.add_argument("--server", default=None, help="with --cluster: API server URL (default: kubeconfig or in-cluster)")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
 
 
@@ -294,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cluster:
         from modelfleet.operator import kube
 
-        state = kube.KubeStore(kube.make_api_client(), args.namespace)  # reads only: get and list
+        state = kube.KubeStore(kube.make_api_client(args.server), args.namespace)  # reads only: get and list
     else:
         folder = Path(args.state or DEFAULT_STATE) / "state"
         if folder.is_dir():
