@@ -122,16 +122,23 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+PROGRESS: list[Any] = []  # a callable printing where the rollout stands, for --progress
+
+
 async def wait_for(check: Any, timeout: float, what: str) -> float:
-    start = time.perf_counter()
+    start = last = time.perf_counter()
     while not check():
-        if time.perf_counter() - start > timeout:
+        now = time.perf_counter()
+        if now - start > timeout:
             raise TimeoutError(f"{what}: not reached in {timeout:.0f} s")
+        if PROGRESS and now - last > 5:
+            last = now
+            print(f"  [{what}] {PROGRESS[0]()}", file=sys.stderr, flush=True)
         await asyncio.sleep(0.05)
     return time.perf_counter()
 
 
-async def run_one(n: int, timeout: float) -> dict[str, Any]:
+async def run_one(n: int, timeout: float, progress: bool = False) -> dict[str, Any]:
     from operator_harness import running_cluster
 
     async with running_cluster() as (cluster, url):
@@ -151,6 +158,13 @@ async def run_one(n: int, timeout: float) -> dict[str, Any]:
 
             def template_status() -> dict[str, Any]:
                 return (cluster.obj("modeltemplates", TEMPLATE) or {}).get("status") or {}
+
+            if progress:
+                PROGRESS[:] = [
+                    lambda: {k: template_status().get(k) for k in ("revision", "rolloutPhase", "instances", "upToDate", "training", "failed")}
+                    | {"writes": len(cluster.writes)}
+                    | {"last": collections.Counter(f"{w[0]} {w[1]}{'/' + w[3] if w[3] else ''}" for w in cluster.writes[-40:]).most_common(4)}
+                ]
 
             def promoted(revision: str | None) -> bool:
                 st = template_status()
@@ -204,6 +218,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--json", action="store_true", help="also print the raw results as JSON")
+    parser.add_argument("--progress", action="store_true", help="print where each rollout stands every 5 s")
     parser.add_argument("--serve-operator", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--metrics-port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -211,7 +226,7 @@ def main() -> int:
         serve_operator(args.serve_operator, args.metrics_port)
         return 0
 
-    results = [asyncio.run(run_one(n, args.timeout)) for n in args.n]
+    results = [asyncio.run(run_one(n, args.timeout, args.progress)) for n in args.n]
     header = "| n | plans | planner time (s) | API writes / instance | edit -> all runs created (s) | edit -> all promoted (s) | operator peak RSS (MiB) |"
     print(header)
     print("|---:" * 7 + "|")
