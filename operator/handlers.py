@@ -447,6 +447,17 @@ def _plan_and_apply_sync(
 
     store = ctx.store(namespace)
     name = template_body["metadata"]["name"]
+    # The indexes lag behind our own writes under load; read what we wrote, not an old copy.
+    template_body = store.fresher("ModelTemplate", template_body)
+    instance_bodies = [store.fresher("ModelInstance", b) for b in instance_bodies]
+    run_bodies = [store.fresher("TrainingRun", b) for b in run_bodies]
+    names = {i["metadata"]["name"] for i in instance_bodies}
+    seen = {r["metadata"]["name"] for r in run_bodies}
+    run_bodies += [
+        store.fresher("TrainingRun", r, indexed=False)
+        for r in store.not_yet_indexed("TrainingRun", seen)
+        if (r.get("spec") or {}).get("instance") in names
+    ]
     template, err = _parse(ModelTemplate, template_body)
     if template is None:
         # Not even readable (the planner validates everything readable itself).
@@ -515,8 +526,10 @@ def _reconcile_run_sync(
     from modelfleet.api.resources import RolloutSpec
     from modelfleet.operator import runs as core_runs
 
-    run, err = _parse(TrainingRun, body)
     store = ctx.store(namespace)
+    # The daemon's body may not show our last status write yet; never act on an older one.
+    body = store.fresher("TrainingRun", body, indexed=False)
+    run, err = _parse(TrainingRun, body)
     name = body["metadata"]["name"]
     if run is None:
         reason, message = err or ("InvalidSpec", "unparseable run")

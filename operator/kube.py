@@ -49,6 +49,11 @@ def make_api_client(server: str | None = None) -> Any:
     return client.ApiClient()
 
 
+def _ours(status: Any) -> dict[str, Any]:
+    """A status without kopf's own bookkeeping (`status.kopf`), which the operator never writes."""
+    return {k: v for k, v in (status or {}).items() if k != "kopf"}
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -84,6 +89,12 @@ class KubeStore:
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()  # "create trainingruns", "patch modelinstances/status", ...
         self.closed = False  # set when the operator stops: a worker thread still running writes nothing
+        # The status this operator last wrote, per (kind, name). The operator is the only writer of
+        # status, so this is the truth until the watch stream (kopf's indexes) catches up; a plan
+        # reads it instead of a lagging index, so it never re-sends a patch it already made.
+        self.written_status: dict[tuple[str, str], dict[str, Any]] = {}
+        # Objects this operator created that its indexes may not show yet.
+        self.created: dict[tuple[str, str], dict[str, Any]] = {}
 
     def close(self) -> None:
         self.closed = True
@@ -144,12 +155,15 @@ class KubeStore:
             meta["annotations"] = {**(meta.get("annotations") or {}), **self._annotate(body)}
         self._count(f"create {plural}")
         try:
-            return self._custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, body)
+            out = self._custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, body)
         except ApiException as exc:
             if exc.status == 409:
                 return None
             self._failed("create", exc)
             raise
+        with self._lock:
+            self.created[(kind, meta["name"])] = out if isinstance(out, dict) else body
+        return out
 
     def patch_status(self, kind: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
         """Merge-patch the status subresource; None when the object is gone."""
@@ -158,14 +172,43 @@ class KubeStore:
         plural = PLURALS[kind]
         self._count(f"patch {plural}/status")
         try:
-            return self._custom.patch_namespaced_custom_object_status(
+            out = self._custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, self.namespace, plural, name, {"status": status}
             )
         except ApiException as exc:
             if exc.status == 404:
+                with self._lock:
+                    self.written_status.pop((kind, name), None)
                 return None
             self._failed("patch", exc)
             raise
+        if isinstance(out, dict):
+            with self._lock:
+                self.written_status[(kind, name)] = _ours(out.get("status"))
+        return out
+
+    def fresher(self, kind: str, body: dict[str, Any], *, indexed: bool = True) -> dict[str, Any]:
+        """`body` (from a possibly lagging index or watch event) with the status we last wrote.
+
+        Once the index shows that status, the entry is dropped (memory stays bounded by the lag).
+        `indexed`: the body came from the index, so it no longer needs `created`'s copy.
+        """
+        key = (kind, body.get("metadata", {}).get("name"))
+        with self._lock:
+            if indexed:
+                self.created.pop(key, None)
+            written = self.written_status.get(key)
+            if written is None:
+                return body
+            if _ours(body.get("status")) == written:
+                del self.written_status[key]
+                return body
+        return {**body, "status": written}
+
+    def not_yet_indexed(self, kind: str, seen: set[str]) -> list[dict[str, Any]]:
+        """Objects of `kind` this operator created that are not among `seen` (the index's names)."""
+        with self._lock:
+            return [b for (k, name), b in self.created.items() if k == kind and name not in seen]
 
     def delete(self, kind: str, name: str) -> bool:
         from kubernetes.client.exceptions import ApiException
