@@ -205,59 +205,7 @@ async def running_cluster() -> AsyncIterator[tuple[Cluster, str]]:
 
 # --- the operator under test -------------------------------------------------------------------
 
-
-class FakeLauncher:
-    """Jobs that do what the test says, behind the launcher protocol of `operator/launcher.py`.
-
-    A job is PENDING until the test calls `finish(run, ok)`; `auto` decides every new job's outcome
-    at once (`"succeed"`, `"fail"`, None = stay pending). `metrics(run_name) -> dict` is what a
-    succeeded job "wrote" (read back through `read_metrics(output_uri)`). Like a real scheduler,
-    it outlives an operator restart: pass the same instance to the next operator.
-    """
-
-    scheduler = "fake"
-
-    def __init__(self, auto: str | None = None, metrics: Callable[[str], dict[str, Any]] | None = None):
-        self.auto = auto
-        self.metrics_for = metrics or (lambda run: {"ne": 0.80, "auc": 0.75, "calibration": 1.0})
-        self.jobs: dict[str, dict[str, Any]] = {}  # handle -> {run, attempt, state}
-        self.submitted: list[tuple[str, int]] = []  # (run, attempt), one per submit call
-        self.cancelled: list[str] = []
-        self._seq = itertools.count(1)
-
-    def submit(self, run_name: str, attempt: int, spec: Any, labels: dict[str, str]) -> str:
-        handle = f"fake://jobs/{run_name}-{attempt}-{next(self._seq)}"
-        state = {"succeed": "SUCCEEDED", "fail": "FAILED"}.get(self.auto or "", "PENDING")
-        self.jobs[handle] = {"run": run_name, "attempt": attempt, "state": state}
-        self.submitted.append((run_name, attempt))
-        return handle
-
-    def find(self, run_name: str, attempt: int) -> str | None:
-        for handle, job in self.jobs.items():
-            if job["run"] == run_name and job["attempt"] == attempt:
-                return handle
-        return None
-
-    def state(self, handle: str) -> str:
-        job = self.jobs.get(handle)
-        return job["state"] if job else "UNKNOWN"
-
-    def cancel(self, handle: str) -> None:
-        job = self.jobs.get(handle)
-        if job and job["state"] in ("PENDING", "RUNNING"):
-            job["state"] = "CANCELLED"
-            self.cancelled.append(job["run"])
-
-    def finish(self, run: str, ok: bool = True) -> None:
-        for job in self.jobs.values():
-            if job["run"] == run and job["state"] in ("PENDING", "RUNNING"):
-                job["state"] = "SUCCEEDED" if ok else "FAILED"
-
-    def pending(self) -> list[str]:
-        return sorted(j["run"] for j in self.jobs.values() if j["state"] in ("PENDING", "RUNNING"))
-
-    def read_metrics(self, output_uri: str) -> dict[str, Any] | None:
-        return self.metrics_for(output_uri.rstrip("/").rsplit("/", 1)[-1])
+from fakes import FakeLauncher  # noqa: E402,F401  (tests import it from here)
 
 
 class RunningOperator:

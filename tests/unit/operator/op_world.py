@@ -7,9 +7,10 @@ protocol the run reconciler uses and lets a test decide each job's fate.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from dataclasses import dataclass
 from typing import Any
+
+import fakes
 
 from modelfleet.api.resources import ModelInstance, ModelTemplate, TrainingRun
 from modelfleet.operator.apply import apply_plan
@@ -49,54 +50,10 @@ def instance(name: str, template_name: str = "ctr", **spec: Any) -> ModelInstanc
     )
 
 
-@dataclass
-class JobState:
-    phase: str
-    reason: str | None = None
-    message: str | None = None
+class FakeLauncher(fakes.FakeLauncher):
+    """The shared fake launcher (tests/fakes.py); here a submitted job starts Running."""
 
-
-class FakeLauncher:
-    """Jobs whose fate the test decides: `finish(run, ok, reason)`; `auto` finishes them at once."""
-
-    scheduler = "fake"
-
-    def __init__(self, auto: str | None = None):
-        self.auto = auto
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.submitted: list[tuple[str, int]] = []
-        self.cancelled: list[str] = []
-        self._seq = itertools.count(1)
-
-    def submit(self, run_name: str, attempt: int, spec: Any, labels: dict[str, str]) -> str:
-        handle = f"fake://{run_name}-{attempt}-{next(self._seq)}"
-        state = {"succeed": "SUCCEEDED", "fail": "FAILED"}.get(self.auto or "", "RUNNING")
-        self.jobs[handle] = {"run": run_name, "attempt": attempt, "state": state, "labels": labels, "spec": spec}
-        self.submitted.append((run_name, attempt))
-        return handle
-
-    def find(self, run_name: str, attempt: int) -> str | None:
-        for handle, job in self.jobs.items():
-            if job["run"] == run_name and job["attempt"] == attempt:
-                return handle
-        return None
-
-    def state(self, handle: str) -> JobState:
-        job = self.jobs.get(handle)
-        if job is None:
-            return JobState("UNKNOWN")
-        return JobState(job["state"], job.get("reason"), job.get("message"))
-
-    def cancel(self, handle: str) -> None:
-        job = self.jobs[handle]
-        if job["state"] in ("PENDING", "RUNNING"):
-            job["state"] = "CANCELLED"
-            self.cancelled.append(job["run"])
-
-    def finish(self, run: str, ok: bool = True, reason: str | None = None, message: str | None = None) -> None:
-        for job in self.jobs.values():
-            if job["run"] == run and job["state"] in ("PENDING", "RUNNING"):
-                job.update(state="SUCCEEDED" if ok else "FAILED", reason=reason, message=message)
+    initial = "RUNNING"
 
 
 def parse(kind: type, body: dict) -> Any:
