@@ -203,6 +203,21 @@ async def running_cluster() -> AsyncIterator[tuple[Cluster, str]]:
         yield cluster, str(server.url).rstrip("/")
 
 
+def instance(name: str, template: str = "ctr", **spec: Any) -> dict:
+    """A ModelInstance manifest on small synthetic data (each name its own seed)."""
+    return {
+        "apiVersion": "modelfleet.dev/v1alpha1",
+        "kind": "ModelInstance",
+        "metadata": {"name": name},
+        "spec": {
+            "templateRef": {"name": template},
+            "event": "click",
+            "data": {"format": "synthetic", "synthetic": {"rows": 200, "seed": len(name)}},
+            **spec,
+        },
+    }
+
+
 # --- the operator under test -------------------------------------------------------------------
 
 from fakes import FakeLauncher  # noqa: E402,F401  (tests import it from here)

@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-from operator_harness import condition, create, eventually, patch
-
-
-def instance(name: str, template: str = "ctr", **spec: object) -> dict:
-    return {
-        "apiVersion": "modelfleet.dev/v1alpha1",
-        "kind": "ModelInstance",
-        "metadata": {"name": name},
-        "spec": {
-            "templateRef": {"name": template},
-            "event": "click",
-            "data": {"format": "synthetic", "synthetic": {"rows": 200}},
-            **spec,
-        },
-    }
+from operator_harness import condition, create, eventually, instance, patch
 
 
 async def test_instance_without_template_gets_status_with_observed_generation(cluster, operator_factory):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from operator_harness import FakeLauncher, create, eventually, patch
-from test_operator_rollout import GRAD_CLIP, all_promoted, instance, runs_at, template, tstatus
+from operator_harness import FakeLauncher, create, eventually, instance, patch
+from test_operator_rollout import GRAD_CLIP, all_promoted, runs_at, template, tstatus
 
 NAMES = ["a", "b", "c", "d"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from operator_harness import FakeLauncher, condition, create, delete, eventually, patch
+from operator_harness import FakeLauncher, condition, create, delete, eventually, instance, patch
 from prometheus_client import REGISTRY
 
 from modelfleet.operator import naming
@@ -19,20 +19,6 @@ def template(name: str = "ctr", techniques: list[dict[str, Any]] | None = None, 
         "spec": {
             "techniques": techniques or [],
             "rollout": {"maxConcurrentRuns": 2, "canary": {"count": 1}, "gate": {"tolerance": 0.05}, **rollout},
-        },
-    }
-
-
-def instance(name: str, template: str = "ctr", **spec: Any) -> dict:
-    return {
-        "apiVersion": "modelfleet.dev/v1alpha1",
-        "kind": "ModelInstance",
-        "metadata": {"name": name},
-        "spec": {
-            "templateRef": {"name": template},
-            "event": "click",
-            "data": {"format": "synthetic", "synthetic": {"rows": 200, "seed": len(name)}},
-            **spec,
         },
     }
 

@@ -10,7 +10,7 @@ import asyncio
 import json
 
 import yaml
-from operator_harness import FakeLauncher, create, eventually
+from operator_harness import FakeLauncher, create, eventually, instance
 
 from modelfleet.cli import main
 
@@ -24,15 +24,6 @@ def template(techniques):
         "kind": "ModelTemplate",
         "metadata": {"name": "ctr"},
         "spec": {"techniques": techniques, "rollout": {"maxConcurrentRuns": 2, "canary": {"count": 1}}},
-    }
-
-
-def instance(name):
-    return {
-        "apiVersion": "modelfleet.dev/v1alpha1",
-        "kind": "ModelInstance",
-        "metadata": {"name": name},
-        "spec": {"templateRef": {"name": "ctr"}, "event": "click", "data": {"format": "synthetic", "synthetic": {"rows": 200}}},
     }
 
 
