@@ -328,6 +328,7 @@ def plan_template(
 
     # --- actions for the runs ----------------------------------------------------------------
     max_wave = max((_wave(r) for v in views for r in v.runs if r.spec.template_revision == revision), default=0)
+    created: dict[int, list[str]] = {}
     for v, wave in start:
         assert v.spec is not None and v.run_name is not None and v.desired is not None
         labels = {
@@ -347,13 +348,18 @@ def plan_template(
         )
         v.created = CreateRun(v.name, v.run_name, spec, wave, labels, owner_uid=v.inst.metadata.uid)
         plan.actions.append(v.created)
-        kind = "canary" if wave == 1 else f"wave {wave}"
-        plan.actions.append(
-            Event("ModelInstance", v.name, "Normal", "RunCreated", f"created run {v.run_name} ({kind}) for revision {v.desired}")
-        )
+        created.setdefault(wave, []).append(v.run_name)
         v.decided = True
         max_wave = max(max_wave, wave)
+    # Routine decisions are one Event on the template per plan, not one per instance: Events are
+    # API writes too, and a rollout must cost O(1) writes per instance beyond its state.
+    for wave, names in sorted(created.items()):
+        kind = "canary" if wave == 1 else f"wave {wave}"
+        plan.actions.append(
+            Event("ModelTemplate", tname, "Normal", "RunsCreated", f"{kind}: created {len(names)} run(s) for revision {revision}: {_names(names)}")
+        )
     requeue: list[float] = []
+    promoted: list[str] = []
     for v in views:
         if v.restart and v.current is not None:
             plan.actions.append(DeleteRun(v.current.metadata.name, "Rerun"))
@@ -368,11 +374,13 @@ def plan_template(
             assert m is not None
             plan.actions.append(Promote(v.name, run.metadata.name, run.spec.revision, m, run.spec.training.output_uri))
             old = _ne(v.inst.status.metrics if v.inst.status else None)
-            vs = f" (was {old:.4f} at {v.promoted})" if old is not None and v.promoted else ""
-            plan.actions.append(
-                Event("ModelInstance", v.name, "Normal", "Promoted", f"promoted run {run.metadata.name}: NE {m.ne:.4f}{vs}")
-            )
+            vs = f", was {old:.4f}" if old is not None and v.promoted else ""
+            promoted.append(f"{v.name} (NE {m.ne:.4f}{vs})")
             v.decided = True
+    if promoted:
+        plan.actions.append(
+            Event("ModelTemplate", tname, "Normal", "Promoted", f"promoted {len(promoted)} instance(s) at revision {revision}: {_names(promoted)}")
+        )
 
     # --- garbage collection ------------------------------------------------------------------
     ttl = rollout.ttl_seconds_after_finished
@@ -420,10 +428,15 @@ def plan_template(
             for t in techniques or ():
                 adoption[t] = adoption.get(t, 0) + 1
         old = v.inst.status.model_dump(mode="json", by_alias=True, exclude_none=True) if v.inst.status else {}
-        if st.status_changed(old, new):
+        old_ready = next((c for c in old.get("conditions", ()) if c.get("type") == "Ready"), {})
+        if v.state == "Waiting" and v.reason == "Queued" and old_ready.get("status") == "True" and old.get("observedGeneration") == v.inst.metadata.generation:
+            # A served instance that merely waits its turn keeps its Ready status (its model is still
+            # good); its next write is the one that starts its run. The template counts the queue.
+            pass
+        elif st.status_changed(old, new):
             plan.actions.append(PatchStatus("ModelInstance", v.name, new))
-            old_ready = next((c for c in old.get("conditions", ()) if c.get("type") == "Ready"), {})
-            if not v.decided and (old_ready.get("reason"), old_ready.get("message")) != (v.reason, v.message):
+            routine = v.reason in ("Queued", "Training", "Promoted")
+            if not v.decided and not routine and (old_ready.get("reason"), old_ready.get("message")) != (v.reason, v.message):
                 bad = v.state in ("Failed", "GateFailed", "Blocked", "Invalid")
                 plan.actions.append(Event("ModelInstance", v.name, "Warning" if bad else "Normal", v.reason, v.message))
         plan.instances[v.name] = {
@@ -499,6 +512,11 @@ def plan_template(
             )
     plan.requeue_after = min(requeue) if requeue else None
     return plan
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
 
 
 def _conclude(

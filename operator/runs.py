@@ -23,6 +23,10 @@ Lifecycle:
 - the job succeeded: metrics.json is read into `status.metrics`; a succeeded job without metrics
   is a failed run (reason MetricsMissing) -- a model nobody can gate is never promoted.
 - a finished run is left alone.
+- Events: Warnings (a pending job's problem, a failure, a retry), adoption after a restart and
+  cancellation. A routine submit, start or success is in the status alone: at thousands of runs
+  per rollout an Event each would be most of the operator's API writes (the template's Events
+  summarise each wave and its promotions).
 
 The launcher protocol (operator/launcher.py): `submit(run_name, attempt, spec, labels) -> handle`,
 `find(run_name, attempt) -> handle | None`, `state(handle) -> JobState(phase, reason, message)`,
@@ -195,7 +199,6 @@ def reconcile_run(
                 handle = launcher.submit(name, attempt, run.spec, job_labels(run, attempt))
             except Exception as exc:
                 return _failed(run, attempt, "SubmitFailed", f"{type(exc).__name__}: {exc}", now, policy)
-            events.append(_event(run, "Normal", "Submitted", f"{name}: submitted job {handle} (attempt {attempt})"))
         try:
             job, reason, message = job_phase(launcher.state(handle))
         except Exception:
@@ -225,8 +228,6 @@ def reconcile_run(
         if (phase, status.reason if status else None, status.message if status else None) == (job, reason, message):
             return RunUpdate(requeue_after=poll_seconds)
         events = [_event(run, "Warning", reason, f"{name}: {message or reason}")] if reason else []
-        if job == "Running" and phase != "Running":
-            events.append(_event(run, "Normal", "Running", f"{name}: job {handle} is running"))
         return RunUpdate({"phase": job, "reason": reason, "message": message}, events, poll_seconds)
     if job == "Succeeded":
         raw = read_metrics(run.spec.training.output_uri)
@@ -248,7 +249,7 @@ def reconcile_run(
                 "reason": "Succeeded",
                 "message": f"trained in {attempt} attempt(s); NE {ne:.4f}" if ne is not None else f"trained in {attempt} attempt(s)",
             },
-            [_event(run, "Normal", "Succeeded", f"{name}: succeeded, NE {ne}")],
+            [],
             None,
         )
     if job == "Cancelled":

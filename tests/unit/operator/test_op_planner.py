@@ -120,6 +120,39 @@ def test_technique_edit_retrains_everyone_label_edit_nobody(tmp_path):
     assert {a.name: a.instances for a in w.template().status.techniques} == {"dropout": 3, "grad-clip": 3}
 
 
+def test_a_revision_costs_five_writes_per_instance_and_events_per_wave_not_per_instance(tmp_path):
+    n = 12
+    w = fleet(tmp_path, n=n, maxConcurrentRuns=4)
+    converge(w)
+    writes: list[tuple[str, str, str]] = []  # (verb, kind, name)
+    store = w.store
+    for verb in ("create", "patch_status", "delete", "record_event"):
+        real = getattr(store, verb)
+
+        def spy(kind, arg, *rest, _verb=verb, _real=real, **kw):
+            name = arg["metadata"]["name"] if isinstance(arg, dict) else arg
+            writes.append((_verb, kind, name))
+            return _real(kind, arg, *rest, **kw)
+
+        setattr(store, verb, spy)
+    retemplate(w)
+    converge(w)
+    assert all(i.status.promoted_revision == i.status.target_revision for i in w.instances())
+    per_instance = {f"m{i}": 0 for i in range(n)}
+    for verb, kind, name in writes:
+        if kind != "ModelTemplate" and verb != "record_event":
+            per_instance[name.rsplit("-", 1)[0] if kind == "TrainingRun" else name] += 1
+    # run create + run status (submitted) + run status (finished) + instance status (training,
+    # promoted): a waiting instance that still serves its old model is not written while it waits.
+    assert set(per_instance.values()) == {5}, per_instance
+    events = [(kind, name) for verb, kind, name in writes if verb == "record_event"]
+    assert all(kind == "ModelTemplate" for kind, _ in events), events
+    plans = 1 + -(-(n - 1) // 4) + 1  # canary, waves of 4, the last promotion
+    assert len(events) <= 3 * plans, events  # O(1) per plan, not O(n)
+    reasons = [e["reason"] for e in store.events()]
+    assert "RunsCreated" in reasons and "Promoted" in reasons
+
+
 # --- the gate ------------------------------------------------------------------------------------
 
 
