@@ -4,6 +4,10 @@ Configuration comes from the environment (`OperatorConfig.from_env`, set by the 
 few flags. Peering is on unless `--standalone`: replicas of the operator that share a peering name
 elect one active instance (kopf's KopfPeering/ClusterKopfPeering objects must exist, the chart
 creates them), so two replicas never both act on the same objects.
+
+kopf pauses *every* operator that sees a live peer of its own priority, so replicas must not share
+one: without `--priority` each process draws a random one, the highest acts and the others wait;
+when it stops (its peering record is withdrawn or expires) the next highest resumes.
 """
 
 from __future__ import annotations
@@ -30,9 +34,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--peering", metavar="NAME", default="modelfleet", help="peering object name")
     parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        metavar="N",
+        help="peering priority (the highest live one acts); default: random per process, so replicas never tie",
+    )
+    parser.add_argument(
         "--standalone", action="store_true", help="no peering: act even if other replicas run (one replica only)"
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+
+
+def peering_priority(given: int | None) -> int:
+    """`given`, else a random priority: two replicas at one priority would both pause for good."""
+    import secrets
+
+    return given if given is not None else 1 + secrets.randbelow(2**31 - 2)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     kopf.run(
         registry=registry,
         standalone=args.standalone,
+        priority=peering_priority(args.priority),
         peering_name=None if args.standalone else args.peering,
         liveness_endpoint=args.liveness,
         clusterwide=not namespaces,

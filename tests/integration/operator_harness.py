@@ -183,6 +183,11 @@ def declare_resources(cluster: Cluster) -> None:
             )
             if "status" in subresources:
                 cluster.status_subresources.add((spec["group"], names["plural"]))
+    # kopf's peering objects (their CRDs ship in charts/modelfleet/files/kopf-peering-crds.yaml).
+    for plural, kind, namespaced in (("clusterkopfpeerings", "ClusterKopfPeering", False), ("kopfpeerings", "KopfPeering", True)):
+        cluster.resources[f"kopf.dev/v1/{plural}"] = kmock.ResourceInfo(
+            kind=kind, singular=kind.lower(), namespaced=namespaced, verbs={"get", "list", "watch", "create", "patch"}
+        )
     cluster.resources["v1/namespaces"] = kmock.ResourceInfo(
         kind="Namespace", singular="namespace", namespaced=False, verbs={"get", "list", "watch"}
     )
@@ -246,7 +251,16 @@ class RunningOperator:
             await asyncio.wait_for(self.task, timeout=20)
 
 
-async def start_operator(url: str, launcher: Any, **overrides: Any) -> RunningOperator:
+async def start_operator(
+    url: str,
+    launcher: Any,
+    *,
+    peering: str | None = None,
+    priority: int = 0,
+    liveness: str | None = None,
+    **overrides: Any,
+) -> RunningOperator:
+    """The operator, standalone unless `peering` names a ClusterKopfPeering to elect through."""
     import kopf
 
     from modelfleet.operator import handlers
@@ -280,7 +294,10 @@ async def start_operator(url: str, launcher: Any, **overrides: Any) -> RunningOp
     task = asyncio.create_task(
         kopf.operator(
             registry=registry,
-            standalone=True,
+            standalone=peering is None,
+            peering_name=peering,
+            priority=priority,
+            liveness_endpoint=liveness,
             # kmock cannot parse GET /api/v1/namespaces (kopf lists namespaces when given names),
             # so the operator under test watches cluster-wide; the emulator holds one namespace.
             clusterwide=True,
