@@ -63,11 +63,14 @@ def apply_overrides(spec: ModelTemplateSpec, overrides: dict[str, Any]) -> Model
 def instance_revision(template: ModelTemplate, instance: ModelInstance) -> str:
     """The revision an instance should be trained at: template revision + its own inputs."""
     spec = instance.spec
+    data = spec.data.model_dump(mode="json", by_alias=True)
+    if data.get("version") is None:
+        data.pop("version", None)  # unset: the same revision as before the field existed
     return short_hash(
         {
             "template": template_revision(template.spec),
             "event": spec.event,
-            "data": spec.data.model_dump(mode="json", by_alias=True),
+            "data": data,
             "overrides": spec.overrides,
         }
     )

@@ -163,6 +163,15 @@ class DataSpec(SpecModel):
     )
     delimiter: str | None = Field(None, max_length=1, description="Field separator (criteo: tab, csv: comma).")
     synthetic: SyntheticSpec | None = None
+    version: str | None = Field(
+        None,
+        max_length=128,
+        description=(
+            "Opaque version of the data behind the URIs (a snapshot id, a date partition). The "
+            "operator hashes the data spec, not the files: change this to retrain on new data "
+            "at the same URIs."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DataSpec:

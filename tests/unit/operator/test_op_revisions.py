@@ -43,3 +43,19 @@ def test_instance_revision_adds_its_own_data_and_overrides():
     assert instance_revision(t, instance("a", overrides={"recipe.learningRate": 0.01})) != instance_revision(t, a)
     # an instance's resources or suspend flag do not change what is trained
     assert instance_revision(t, instance("a", suspend=True, resources={"cpu": 4})) == instance_revision(t, a)
+
+
+def test_data_version_retrains_on_new_data_at_the_same_uris():
+    t = template()
+    data = {"format": "csv", "trainUri": "s3://ads/ctr/train.csv", "denseColumns": ["x"]}
+    unversioned = instance("a", data=data)
+    v1 = instance("a", data={**data, "version": "2026-11-22"})
+    v1_again = instance("a", data={**data, "version": "2026-11-22"})
+    v2 = instance("a", data={**data, "version": "2026-11-23"})
+    assert instance_revision(t, v1) == instance_revision(t, v1_again)
+    assert len({instance_revision(t, x) for x in (unversioned, v1, v2)}) == 3
+    # An unset version is not hashed at all, so instances made before the field existed keep
+    # their revisions (an operator upgrade retrains nothing).
+    # Pinned: these are the revisions the operator computed before `data.version` existed.
+    assert instance_revision(t, unversioned) == "ad34a573b6"
+    assert instance_revision(t, instance("a")) == "67e327b8bd"
