@@ -2,6 +2,7 @@
 
     .venv/bin/python -P benchmarks/trainer.py                 # both, the default sizes
     .venv/bin/python -P benchmarks/trainer.py --skip-deepctr  # modelfleet only
+    .venv/bin/python -P benchmarks/trainer.py --rounds 5      # more alternating rounds
 
 Both trainers get the same rows (the seeded synthetic generator: 13 dense + 26 categorical
 features, known signal), the same dense normalisation (log) and hashed ids, the same batch size,
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -140,6 +142,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--deepctr-venv", type=Path, default=Path(tempfile.gettempdir()) / "mf-deepctr-venv")
     ap.add_argument("--skip-deepctr", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median ratio is reported")
     args = ap.parse_args()
 
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -149,46 +152,71 @@ def main() -> int:
     from modelfleet.trainer import evaluate
     from modelfleet.trainer.train import train
 
-    rows = []
+    # Rounds alternate the order (mf, dc), (dc, mf), ...: load that comes and goes on a shared
+    # machine then hits both trainers alike, and the median ratio of the rounds is reported.
+    rounds: list[dict[str, tuple]] = []
     with tempfile.TemporaryDirectory() as tmp:
         spec = spec_for(args, f"{tmp}/out")
-        t0 = time.perf_counter()
-        m = train(spec, progress=False)
-        wall = time.perf_counter() - t0
-        rows.append(("modelfleet", m["trainExamplesPerSecond"], m["ne"], m["auc"], m["flopsPerExample"],
-                     m["params"], wall))
-
+        py: Path | str | None = None
         if not args.skip_deepctr:
             py = ensure_deepctr_venv(args.deepctr_venv)
             if isinstance(py, str):
                 print(f"DeepCTR-Torch could not be installed: {py}", file=sys.stderr)
-            else:
-                data, preds = Path(tmp) / "data.npz", Path(tmp) / "preds.npy"
-                export(spec, data)
-                cfg = {"data": str(data), "preds": str(preds), "buckets": args.buckets, "dim": args.dim,
-                       "batch": args.batch, "lr": args.lr, "threads": args.threads}
-                t0 = time.perf_counter()
-                proc = subprocess.run([str(py), "-c", DEEPCTR_SCRIPT, json.dumps(cfg)], capture_output=True,
-                                      text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-                wall = time.perf_counter() - t0
-                if proc.returncode != 0:
-                    print(f"DeepCTR-Torch run failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
-                else:
-                    r = json.loads(proc.stdout.strip().splitlines()[-1])
-                    p = np.load(preds)
-                    y = np.load(data)["eval_y"]
-                    rows.append(("deepctr-torch 0.3.0", r["rows"] / r["seconds"],
-                                 evaluate.normalized_entropy(p, y), evaluate.auc(p, y), int(r["flops"]),
-                                 r["params"], wall))
+                py = None
+        data, preds = Path(tmp) / "data.npz", Path(tmp) / "preds.npy"
+        if py is not None:
+            export(spec, data)
+
+        def modelfleet() -> tuple:
+            # A fresh output folder each round: train() would otherwise resume the finished run.
+            fresh = spec.model_copy(update={"output_uri": f"{tmp}/out-{len(rounds)}"})
+            t0 = time.perf_counter()
+            m = train(fresh, progress=False)
+            wall = time.perf_counter() - t0
+            return ("modelfleet", m["trainExamplesPerSecond"], m["ne"], m["auc"], m["flopsPerExample"], m["params"], wall)
+
+        def deepctr() -> tuple | None:
+            cfg = {"data": str(data), "preds": str(preds), "buckets": args.buckets, "dim": args.dim,
+                   "batch": args.batch, "lr": args.lr, "threads": args.threads}
+            t0 = time.perf_counter()
+            proc = subprocess.run([str(py), "-c", DEEPCTR_SCRIPT, json.dumps(cfg)], capture_output=True,
+                                  text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            wall = time.perf_counter() - t0
+            if proc.returncode != 0:
+                print(f"DeepCTR-Torch run failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+                return None
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            p = np.load(preds)
+            y = np.load(data)["eval_y"]
+            return ("deepctr-torch 0.3.0", r["rows"] / r["seconds"], evaluate.normalized_entropy(p, y),
+                    evaluate.auc(p, y), int(r["flops"]), r["params"], wall)
+
+        for k in range(args.rounds):
+            order = [modelfleet, deepctr] if k % 2 == 0 else [deepctr, modelfleet]
+            result: dict[str, tuple] = {}
+            for trainer in order:
+                if trainer is deepctr and py is None:
+                    continue
+                row = trainer()
+                if row is not None:
+                    result[trainer.__name__] = row
+            rounds.append(result)
 
     print(f"\nload average (1, 5, 15 min) at the end: {os.getloadavg()}; {os.cpu_count()} CPUs")
     print(f"DCNv2 on CPU ({args.threads} threads), {args.rows:,} synthetic rows, 13 dense + 26 sparse, "
           f"dim {args.dim}, {args.buckets:,} buckets, batch {args.batch}, Adam lr {args.lr}, 1 epoch")
-    print(f"{'trainer':22} {'train ex/s':>11} {'NE':>7} {'AUC':>7} {'FLOPs/ex':>10} {'params':>11} {'wall s':>7}")
-    for name, eps, ne, auc, flops, params, wall in rows:
-        print(f"{name:22} {eps:>11,.0f} {ne:>7.4f} {auc:>7.4f} {flops:>10,} {params:>11,} {wall:>7.1f}")
-    if len(rows) == 2:
-        print(f"speed-up: {rows[0][1] / rows[1][1]:.2f}x examples/s; NE difference {rows[0][2] - rows[1][2]:+.4f}")
+    print(f"{'round':>5} {'trainer':22} {'train ex/s':>11} {'NE':>7} {'AUC':>7} {'FLOPs/ex':>10} {'params':>11} {'wall s':>7}")
+    ratios = []
+    for k, result in enumerate(rounds, 1):
+        for name, eps, ne, auc, flops, params, wall in result.values():
+            print(f"{k:>5} {name:22} {eps:>11,.0f} {ne:>7.4f} {auc:>7.4f} {flops:>10,} {params:>11,} {wall:>7.1f}")
+        if len(result) == 2:
+            ratios.append(result["modelfleet"][1] / result["deepctr"][1])
+            ne_diff = result["modelfleet"][2] - result["deepctr"][2]
+            print(f"{'':>5} speed-up {ratios[-1]:.2f}x examples/s; NE difference {ne_diff:+.4f}")
+    if ratios:
+        print(f"median speed-up over {len(ratios)} round(s): {statistics.median(ratios):.2f}x "
+              f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x)")
     return 0
 
 
