@@ -40,7 +40,7 @@ from modelfleet.api.resources import (
     ModelTemplate,
     TrainingRun,
 )
-from modelfleet.operator import kube, metrics, naming
+from modelfleet.operator import kopf_compat, kube, metrics, naming
 from modelfleet.operator import status as st
 from modelfleet.operator.config import OperatorConfig
 
@@ -261,6 +261,9 @@ def _first(values: Any) -> dict[str, Any] | None:
 
 def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
     """Register every handler of the operator into `registry` (a fresh one per operator run)."""
+    # Our indexes put kopf's readiness gate in front of every handler; without this fix the gate
+    # is O(n^2) in the objects listed at startup (minutes at a few thousand instances).
+    kopf_compat.install()
 
     @kopf.on.startup(registry=registry, id="operator_startup")
     async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
