@@ -50,14 +50,24 @@ def free_port() -> int:
 
 def serve_operator(url: str, metrics_port: int) -> None:
     import logging
+    import threading
 
     import kopf
 
-    from operator_harness import FakeLauncher
+    # From `fakes`, not the harness: importing the harness turns kopf's per-event INFO log on.
+    from fakes import FakeLauncher
     from modelfleet.operator import handlers, metrics
     from modelfleet.operator.config import OperatorConfig
 
     logging.basicConfig(level=logging.WARNING)
+    parent = os.getppid()
+
+    def exit_with_parent() -> None:  # a killed benchmark must not leave its operator running
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
     metrics.serve(metrics_port)
     launcher = FakeLauncher(auto="succeed")
     ctx = handlers.OperatorContext(
@@ -186,7 +196,15 @@ async def run_one(n: int, timeout: float, progress: bool = False) -> dict[str, A
                 headers={"Content-Type": "application/merge-patch+json"},
             )
             assert resp.status == 200, await resp.text()
-            created = lambda: sum(1 for w in cluster.writes[mark:] if w[0] == "create" and w[1] == "trainingruns")
+            scanned, runs_created = mark, 0
+
+            def created() -> int:  # counts only the writes since the last call (polled every 50 ms)
+                nonlocal scanned, runs_created
+                new = cluster.writes[scanned:]
+                scanned += len(new)
+                runs_created += sum(1 for w in new if w[0] == "create" and w[1] == "trainingruns")
+                return runs_created
+
             t_created = await wait_for(lambda: created() >= n, timeout, "all runs created")
             await wait_for(lambda: template_status().get("revision") not in (None, first), timeout, "new revision")
             second = template_status()["revision"]

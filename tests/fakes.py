@@ -32,19 +32,20 @@ class FakeLauncher:
         self.submitted: list[tuple[str, int]] = []  # (run, attempt), one per submit call
         self.cancelled: list[str] = []
         self._seq = itertools.count(1)
+        # (run, attempt) -> handle: `find` is called once per new run, from the operator's worker
+        # threads while others submit; a scan of `jobs` would be O(jobs) and could see it resized.
+        self._handles: dict[tuple[str, int], str] = {}
 
     def submit(self, run_name: str, attempt: int, spec: Any, labels: dict[str, str]) -> str:
         handle = f"fake://{run_name}-{attempt}-{next(self._seq)}"
         state = {"succeed": "SUCCEEDED", "fail": "FAILED"}.get(self.auto or "", self.initial)
         self.jobs[handle] = {"run": run_name, "attempt": attempt, "state": state, "labels": labels, "spec": spec}
+        self._handles.setdefault((run_name, attempt), handle)  # the first one, as a scan would find
         self.submitted.append((run_name, attempt))
         return handle
 
     def find(self, run_name: str, attempt: int) -> str | None:
-        for handle, job in self.jobs.items():
-            if job["run"] == run_name and job["attempt"] == attempt:
-                return handle
-        return None
+        return self._handles.get((run_name, attempt))
 
     def state(self, handle: str) -> JobState:
         job = self.jobs.get(handle)
@@ -59,12 +60,12 @@ class FakeLauncher:
             self.cancelled.append(job["run"])
 
     def finish(self, run: str, ok: bool = True, reason: str | None = None, message: str | None = None) -> None:
-        for job in self.jobs.values():
+        for job in list(self.jobs.values()):
             if job["run"] == run and job["state"] in _LIVE:
                 job.update(state="SUCCEEDED" if ok else "FAILED", reason=reason, message=message)
 
     def pending(self) -> list[str]:
-        return sorted(j["run"] for j in self.jobs.values() if j["state"] in _LIVE)
+        return sorted(j["run"] for j in list(self.jobs.values()) if j["state"] in _LIVE)
 
     def read_metrics(self, output_uri: str) -> dict[str, Any] | None:
         return self.metrics_for(output_uri.rstrip("/").rsplit("/", 1)[-1])
