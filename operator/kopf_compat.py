@@ -63,19 +63,15 @@ def install() -> bool:
                 self._condition.notify_all()
         return toggle
 
-    async def drop_toggle(self: Any, toggle: Any) -> None:
-        async with self._condition:
-            before = self.is_on()
-            self._toggles.discard(toggle)
-            if self.is_on() != before:
-                self._condition.notify_all()
-
     async def drop_toggles(self: Any, toggles: Any) -> None:
         async with self._condition:
             before = self.is_on()
             self._toggles.difference_update(toggles)
             if self.is_on() != before:
                 self._condition.notify_all()
+
+    async def drop_toggle(self: Any, toggle: Any) -> None:
+        await drop_toggles(self, (toggle,))
 
     cls.make_toggle = make_toggle
     cls.drop_toggle = drop_toggle
