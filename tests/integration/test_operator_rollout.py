@@ -106,8 +106,9 @@ async def test_technique_edit_fans_out_through_canary_and_waves(cluster, operato
     new_jobs = [s for s in launcher.submitted if s[0] in {r["metadata"]["name"] for r in runs_at(cluster, rev2)}]
     assert len(new_jobs) == 4 == len(set(new_jobs))
     instance_status_writes = [w for w in cluster.writes[mark:] if w[1] == "modelinstances" and w[3] == "status"]
-    assert len(instance_status_writes) <= 3 * len(names)
-    assert (REGISTRY.get_sample_value("modelfleet_propagation_seconds_count") or 0) > propagated
+    assert len(instance_status_writes) <= 2 * len(names)  # Training, then promoted
+    # The latency is observed right after the plan that promoted the last instance is applied.
+    await eventually(lambda: (REGISTRY.get_sample_value("modelfleet_propagation_seconds_count") or 0) > propagated)
 
 
 async def test_cosmetic_edits_train_nothing(cluster, operator_factory):
