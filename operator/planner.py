@@ -34,7 +34,10 @@ Decisions, per template revision R (see docs/architecture.md for the why):
   (except the newest), are deleted; never the promoted run, the desired revision's run or one in
   flight.
 - statuses are patched only when they differ from the object's (ignoring lastTransitionTime), so
-  re-planning an unchanged world emits no actions at all.
+  re-planning an unchanged world emits no actions at all; an instance that still serves its old
+  model is not written while it only waits for its wave.
+- Events: routine decisions are one Event per plan on the template (`RunsCreated` per wave,
+  `Promoted`); Warnings and the rarer decisions (Rerun, Suspended, ...) go on the instance.
 
 O(n + k) for n instances and k runs: one pass to group runs by instance, one pass over instances.
 """
