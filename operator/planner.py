@@ -431,12 +431,16 @@ def plan_template(
             for t in techniques or ():
                 adoption[t] = adoption.get(t, 0) + 1
         old = v.inst.status.model_dump(mode="json", by_alias=True, exclude_none=True) if v.inst.status else {}
-        old_ready = next((c for c in old.get("conditions", ()) if c.get("type") == "Ready"), {})
-        if v.state == "Waiting" and v.reason == "Queued" and old_ready.get("status") == "True" and old.get("observedGeneration") == v.inst.metadata.generation:
-            # A served instance that merely waits its turn keeps its Ready status (its model is still
-            # good); its next write is the one that starts its run. The template counts the queue.
-            pass
-        elif st.status_changed(old, new):
+        old_ready = st.find(old.get("conditions"), "Ready") or {}
+        # A served instance that merely waits its turn keeps its Ready status (its model is still
+        # good); its next write is the one that starts its run. The template counts the queue.
+        served_and_queued = (
+            v.state == "Waiting"
+            and v.reason == "Queued"
+            and old_ready.get("status") == "True"
+            and old.get("observedGeneration") == v.inst.metadata.generation
+        )
+        if not served_and_queued and st.status_changed(old, new):
             plan.actions.append(PatchStatus("ModelInstance", v.name, new))
             routine = v.reason in ("Queued", "Training", "Promoted")
             if not v.decided and not routine and (old_ready.get("reason"), old_ready.get("message")) != (v.reason, v.message):
@@ -508,7 +512,7 @@ def plan_template(
             plan.actions.append(
                 Event("ModelTemplate", tname, "Normal", "RevisionChanged", f"revision {tstatus_old.get('revision')} -> {revision}")
             )
-        old_ready = next((c for c in tstatus_old.get("conditions", ()) if c.get("type") == "Ready"), {})
+        old_ready = st.find(tstatus_old.get("conditions"), "Ready") or {}
         if old_ready.get("reason") != conds[0][1] or tstatus_old.get("rolloutPhase") != phase:
             plan.actions.append(
                 Event("ModelTemplate", tname, "Warning" if conds[2][0] == "True" else "Normal", conds[0][1], conds[0][2])

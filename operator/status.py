@@ -39,8 +39,9 @@ def parse_time(value: str | None) -> dt.datetime | None:
     return out if out.tzinfo else out.replace(tzinfo=dt.UTC)
 
 
-def _previous(previous: Iterable[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:
-    for c in previous or ():
+def find(conditions: Iterable[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:
+    """The condition of `type_` among `conditions`, or None."""
+    for c in conditions or ():
         if c.get("type") == type_:
             return c
     return None
@@ -55,7 +56,7 @@ def condition(
     now: dt.datetime,
     previous: Iterable[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    old = _previous(previous, type_)
+    old = find(previous, type_)
     since = old.get("lastTransitionTime") if old and old.get("status") == status else None
     return {
         "type": type_,
