@@ -85,6 +85,14 @@ def feature_counts(spec: TrainingSpec) -> tuple[int, int]:
     return len(data.dense_columns), len(data.sparse_columns)
 
 
+def sparse_table_sizes(spec: TrainingSpec) -> list[int]:
+    """Rows of each sparse feature's embedding table, in feature order: a pure function of the
+    spec (no data is read), so the cost model, the model and the data layer agree. The data layer
+    emits ids in [0, size) for feature i."""
+    _, n_sparse = feature_counts(spec)
+    return [spec.architecture.embedding.buckets] * n_sparse
+
+
 # --- the cost model ---------------------------------------------------------------------------
 
 
