@@ -21,6 +21,8 @@ from modelfleet.trainer.spec import (
     SpecModel,
     TechniqueRef,
     TrainingSpec,
+    cel_rule,
+    list_map,
 )
 
 GROUP = "modelfleet.dev"
@@ -47,17 +49,8 @@ OVERRIDABLE_FIELDS = (
 )
 
 
-# Lists keyed by a field merge item by item under server-side apply (GitOps tools and the
-# operator then own different items), and the API server rejects duplicate keys.
-def _list_map(key: str) -> dict[str, Any]:
-    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
-
-
-def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    out = {"rule": rule, "message": message}
-    if field_path:
-        out["fieldPath"] = field_path
-    return out
+_list_map = list_map
+_cel = cel_rule
 
 
 # --- shared status pieces --------------------------------------------------------------------
