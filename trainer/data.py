@@ -31,20 +31,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from modelfleet.trainer import preflight
-from modelfleet.trainer.report import BadRow, ExitCode, SourceReport, TrainerError
+from modelfleet.trainer.preflight import DataError
+from modelfleet.trainer.report import BadRow, ExitCode, SourceReport
 from modelfleet.trainer.spec import CRITEO_DENSE_COLUMNS, CRITEO_SPARSE_COLUMNS, TrainingSpec
 
-CHUNK_ROWS = 8192  # Parquet batch rows; CSV batches are one block of about 1 MiB
+CHUNK_ROWS = 8192  # rows per synthetic chunk (part of its seeding: do not change)
+PARQUET_BATCH_ROWS = 65536  # decoding is faster in larger batches; CSV batches are one ~1 MiB block
 CSV_BLOCK_BYTES = 1 << 20
 MISSING = "\x00missing"  # the text a missing categorical value is hashed (or counted) as
 # Bump when the ids or the decoding of the same data change: checkpoints record it.
 DATA_LAYOUT = 2
 _NUMBER = r"^[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|(?i:nan|inf|infinity))$"
-
-
-class DataError(TrainerError):
-    """Data that cannot be trained on: code (DATA_NOT_FOUND, DATA_FORMAT, INVALID_LABELS), the
-    field at fault and a one-line message naming it and the file."""
 
 
 @dataclass
@@ -211,15 +208,16 @@ def as_text(arr: pa.Array) -> pa.Array:
     return pc.fill_null(arr, MISSING)
 
 
-_P = np.uint64(0x100000001B3)
+_P = 0x100000001B3  # odd, so invertible mod 2**64
+_P_INV = pow(_P, -1, 1 << 64)
 
 
-@functools.lru_cache(maxsize=8)
-def _powers(n: int) -> np.ndarray:
-    """P**0, P**1, ..., P**(n-1) mod 2**64."""
+@functools.lru_cache(maxsize=4)
+def _powers(n: int, base: int) -> np.ndarray:
+    """base**0, base**1, ..., base**(n-1) mod 2**64."""
     out = np.ones(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        out[1:] = np.cumprod(np.full(n - 1, _P, dtype=np.uint64))
+        out[1:] = np.cumprod(np.full(n - 1, base, dtype=np.uint64))
     return out
 
 
@@ -233,26 +231,27 @@ def _mix(h: np.ndarray) -> np.ndarray:
 
 def hash_text(arr: pa.Array, salt: int) -> np.ndarray:
     """A stable 64-bit hash of each string of a (non-null) string array, vectorised over its
-    bytes: a polynomial of the bytes, mixed with the length and the salt."""
+    bytes: sum of (byte + 1) * P**position, mixed with the length and the salt.
+
+    Positions are taken in the whole buffer (one multiply per byte, one reduceat) and each
+    string's sum is shifted back to its own start with P's inverse, so no per-byte gather."""
     arr = _plain(arr)
     if not pa.types.is_string(arr.type):
         arr = pc.cast(arr, pa.string())
     n = len(arr)
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset: arr.offset + n + 1].astype(np.int64)
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
-    base = offsets[0]
-    data = data[base: offsets[-1]]
-    starts, lengths = offsets[:-1] - base, np.diff(offsets)
+    data = data[offsets[0]: offsets[-1]]
+    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
     sums = np.zeros(n, dtype=np.uint64)
     if len(data):
-        longest = int(lengths.max())
-        pos = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
+        size = 1 << max(16, (len(data) - 1).bit_length())  # cached tables of a few sizes
         with np.errstate(over="ignore"):
-            contrib = (data.astype(np.uint64) + np.uint64(1)) * _powers(1 << max(4, longest.bit_length()))[pos]
-        nonempty = lengths > 0
-        sums[nonempty] = np.add.reduceat(contrib, starts[nonempty])
+            contrib = (data.astype(np.uint64) + np.uint64(1)) * _powers(size, _P)[: len(data)]
+            nonempty = lengths > 0
+            sums[nonempty] = np.add.reduceat(contrib, starts[nonempty]) * _powers(size, _P_INV)[starts[nonempty]]
     with np.errstate(over="ignore"):
-        h = sums ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ _mix(np.uint64(salt + 1) * _P)
+        h = sums ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ _mix(np.uint64(salt + 1) * np.uint64(_P))
     return _mix(h)
 
 
@@ -283,15 +282,13 @@ def _arrow_fs(fs):
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
 
 
-def _missing_columns(cols: Columns, names: list[str], path: str) -> DataError:
-    missing = [c for c in cols.wanted() if c not in names]
-    col = missing[0]
-    where = cols.fields.get(col, "spec.data")
-    code = ExitCode.INVALID_LABELS if col in cols.labels else ExitCode.DATA_FORMAT
-    return DataError(code, where, f"{where}: columns {missing} not found in {path}; the file has: {names}")
+def _unreadable(spec: TrainingSpec, fs, path: str, where: str, fallback: DataError) -> DataError:
+    """The pre-flight's account of a file that does not read (so both say the same)."""
+    problems = preflight.file_problems(spec, fs, path, where)
+    return problems[0].error() if problems else fallback
 
 
-def _parquet_batches(uri: str, where: str, cols: Columns) -> Iterator[RawBatch]:
+def _parquet_batches(uri: str, where: str, spec: TrainingSpec, cols: Columns) -> Iterator[RawBatch]:
     import pyarrow.dataset as pads
 
     fs, path = preflight.open_uri(uri, where)
@@ -304,9 +301,10 @@ def _parquet_batches(uri: str, where: str, cols: Columns) -> Iterator[RawBatch]:
         try:
             schema = frag.physical_schema
             if any(c not in schema.names for c in wanted):
-                raise _missing_columns(cols, schema.names, frag.path)
+                raise _unreadable(spec, fs, frag.path, where, DataError(
+                    ExitCode.DATA_FORMAT, "spec.data", f"spec.data: columns missing in {frag.path}"))
             start = 0
-            for rb in frag.to_batches(schema=schema, columns=wanted, batch_size=CHUNK_ROWS):
+            for rb in frag.to_batches(schema=schema, columns=wanted, batch_size=PARQUET_BATCH_ROWS):
                 yield RawBatch(rb, frag.path, lambda i, s=start: s + i + 1)
                 start += rb.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
@@ -377,9 +375,9 @@ def _text_batches(uri: str, where: str, spec: TrainingSpec, cols: Columns) -> It
                     start += rb.num_rows
                 if pending:
                     yield RawBatch(pa.RecordBatch.from_pylist([], schema=reader.schema), f, lambda i: i, handed())
-            except pa.ArrowKeyError:
-                head = preflight.read_head_block(fs, f, s, data, cols.labels[0])
-                raise _missing_columns(cols, head.schema.names, f) from None
+            except pa.ArrowKeyError as exc:  # a column the spec names is not in the header
+                raise _unreadable(spec, fs, f, where, DataError(
+                    ExitCode.DATA_FORMAT, "spec.data", f"spec.data: {f}: {exc}")) from None
             except pa.ArrowInvalid as exc:
                 msg = str(exc).splitlines()[0]
                 raise DataError(ExitCode.DATA_FORMAT, "spec.data.format",
@@ -512,7 +510,7 @@ class Decoder:
 def _sample_keys(start: int, n: int, seed: int) -> np.ndarray:
     idx = np.arange(start, start + n, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        return _mix(idx * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed) * _P)
+        return _mix(idx * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed) * np.uint64(_P))
 
 
 class DenseTransform:
@@ -757,7 +755,7 @@ class Dataset:
         self.stats.add(bad)
         decoder = Decoder(self.spec, self.columns)
         if d.format == "parquet":
-            source = _parquet_batches(self.uri, self.where, self.columns)
+            source = _parquet_batches(self.uri, self.where, self.spec, self.columns)
         else:
             source = _text_batches(self.uri, self.where, self.spec, self.columns)
         for raw in source:

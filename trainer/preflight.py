@@ -19,7 +19,7 @@ a CSV/TSV file (its header and first rows), never a whole file. Checks, per data
 Each problem names the field of the ModelInstance it is about (`spec.data.trainUri`,
 `spec.data.denseColumns[3]`, `spec.event`, ...) and carries the reason the trainer would exit
 with (`modelfleet.trainer.report.REASONS`). The helpers (`open_uri`, `list_files`, `sniff`,
-`check_bytes`) raise `TrainerError` and are what the trainer's readers use, so both say the same.
+`check_bytes`) raise `DataError` and are what the trainer's readers use, so both say the same.
 """
 
 from __future__ import annotations
@@ -45,6 +45,11 @@ _MAGIC = ((b"PAR1", "parquet"), (b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7
 _COMPRESSED = {"gzip", "bz2", "xz", "zstd"}
 
 
+class DataError(TrainerError):
+    """Data that cannot be trained on: code (DATA_NOT_FOUND, DATA_FORMAT, INVALID_LABELS), the
+    field at fault and a one-line message naming it and the file."""
+
+
 @dataclass(frozen=True)
 class DataProblem:
     reason: str  # DataNotFound, DataFormatError, InvalidLabels
@@ -55,8 +60,8 @@ class DataProblem:
     def code(self) -> ExitCode:
         return code_for(self.reason)
 
-    def error(self) -> TrainerError:
-        return TrainerError(self.code, self.field, self.message)
+    def error(self) -> DataError:
+        return DataError(self.code, self.field, self.message)
 
 
 @dataclass
@@ -75,9 +80,9 @@ def _problem(code: ExitCode, field_path: str, message: str) -> DataProblem:
     return DataProblem(REASONS[code], field_path, f"{field_path}: {message}")
 
 
-def fail(code: ExitCode, field_path: str, message: str) -> TrainerError:
-    """A TrainerError whose message starts with the field, as every data error does."""
-    return TrainerError(code, field_path, f"{field_path}: {message}")
+def fail(code: ExitCode, field_path: str, message: str) -> DataError:
+    """A DataError whose message starts with the field, as every data error does."""
+    return DataError(code, field_path, f"{field_path}: {message}")
 
 
 def resolve_uri(uri: str, base_dir: str | None) -> str:
@@ -245,18 +250,21 @@ def _columns(data: DataSpec, label_columns: list[str], label_fields: list[str]) 
     return _Columns(wanted, labels, dense)
 
 
-def _missing(cols: _Columns, names: list[str], path: str) -> DataProblem | None:
+def _missing(cols: _Columns, names: list[str], path: str, delimiter: str | None = None) -> DataProblem | None:
     missing = [(c, w) for c, w in cols.wanted if c not in names]
     if not missing:
         return None
+    if delimiter is not None and len(names) == 1 and any(sep in names[0] for sep in "\t;|,".replace(delimiter, "")):
+        return _problem(
+            ExitCode.DATA_FORMAT, "spec.data.delimiter",
+            f"the header of {path} is one column ({names[0][:60]!r}): its fields are not separated by "
+            f"{delimiter!r}; set spec.data.delimiter",
+        )
     col, where = missing[0]
     code = ExitCode.INVALID_LABELS if (col, where) in cols.labels else ExitCode.DATA_FORMAT
     more = f" (also missing: {', '.join(repr(c) for c, _ in missing[1:])})" if len(missing) > 1 else ""
-    hint = ""
-    if len(names) == 1 and any(sep in names[0] for sep in "\t;|,"):
-        hint = "; the header is one column: is spec.data.delimiter right?"
     shown = names if len(names) <= 40 else [*names[:40], "..."]
-    return _problem(code, where, f"column {col!r} is not in {path}{more}; the file has: {shown}{hint}")
+    return _problem(code, where, f"column {col!r} is not in {path}{more}; the file has: {shown}")
 
 
 def _text_values(values: list[Any], limit: int = 5) -> str:
@@ -376,7 +384,8 @@ def _text_file(fs, path: str, s: Sniff, cols: _Columns, data: DataSpec, where: s
     except (pa.ArrowInvalid, OSError, EOFError) as exc:
         return [_problem(ExitCode.DATA_FORMAT, "spec.data.format",
                          f"{data.format!r}: {path} does not parse: {str(exc).splitlines()[0]}")]
-    missing = _missing(cols, batch.schema.names, path)
+    delimiter = data.delimiter or ("\t" if data.format == "criteo" else ",")
+    missing = _missing(cols, batch.schema.names, path, delimiter)
     if missing:
         return [missing]
     if batch.num_rows == 0:
@@ -408,13 +417,38 @@ NUMBER_PATTERN = r"^\s*[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|(?i:nan|inf|infini
 # --- the check ------------------------------------------------------------------------------
 
 
+def _problem_of(exc: TrainerError, where: str) -> DataProblem:
+    return DataProblem(REASONS[exc.code], exc.field or where, exc.message)
+
+
+def _file(data: DataSpec, fs, path: str, cols: _Columns, where: str, header: bool) -> tuple[int, list[DataProblem]]:
+    """(rows from the footer, problems) of one file: its bytes, and its footer or its header."""
+    try:
+        s = sniff(fs, path)
+        check_bytes(data.format, path, s, where)
+    except TrainerError as exc:
+        return 0, [_problem_of(exc, where)]
+    except OSError as exc:
+        return 0, [_problem(ExitCode.DATA_NOT_FOUND, where, f"{path} cannot be read: {exc}")]
+    if data.format == "parquet":
+        return _parquet_file(fs, path, cols, data)
+    return 0, _text_file(fs, path, s, cols, data, where) if header else []
+
+
+def file_problems(spec: TrainingSpec, fs, path: str, where: str) -> list[DataProblem]:
+    """What the pre-flight finds wrong with one file of a spec's data (the readers raise the first
+    when a file does not read, so both say the same)."""
+    cols = _columns(spec.data, spec.label_columns(), label_fields(spec))
+    return _file(spec.data, fs, path, cols, where, header=True)[1]
+
+
 def _check_uri(data: DataSpec, uri: str, where: str, base_dir: str | None, cols: _Columns) -> tuple[int | None, list[DataProblem]]:
     try:
         fs, path = open_uri(resolve_uri(uri, base_dir), where)
         files = list_files(fs, path, uri, where)
         sizes = [fs.size(p) or 0 for p in files]
     except TrainerError as exc:
-        return None, [DataProblem(REASONS[exc.code], exc.field or where, exc.message)]
+        return None, [_problem_of(exc, where)]
     except OSError as exc:
         return None, [_problem(ExitCode.DATA_NOT_FOUND, where, f"{uri!r} cannot be read: {exc}")]
     parquet = data.format == "parquet"
@@ -426,22 +460,12 @@ def _check_uri(data: DataSpec, uri: str, where: str, base_dir: str | None, cols:
     problems: list[DataProblem] = []
     rows: int | None = 0 if parquet and len(files) <= MAX_FOOTERS else None
     for i, path in enumerate(picked):
-        try:
-            s = sniff(fs, path)
-            check_bytes(data.format, path, s, where)
-        except TrainerError as exc:
-            problems.append(DataProblem(REASONS[exc.code], exc.field or where, exc.message))
-            continue
-        except OSError as exc:
-            problems.append(_problem(ExitCode.DATA_NOT_FOUND, where, f"{path} cannot be read: {exc}"))
-            continue
-        if parquet:
-            n, found = _parquet_file(fs, path, cols, data)
-            rows = None if rows is None else rows + n
-            problems += found
-        elif i == 0:  # one header is enough to judge the layout
-            problems += _text_file(fs, path, s, cols, data, where)
-    if rows == 0 and not problems:
+        n, found = _file(data, fs, path, cols, where, header=i == 0)  # one header shows the layout
+        rows = None if rows is None else rows + n
+        problems += found
+    if problems:
+        return None, problems
+    if rows == 0:
         problems.append(_problem(ExitCode.DATA_NOT_FOUND, where, f"{uri!r} holds no rows"))
     return rows, problems
 

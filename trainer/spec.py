@@ -250,8 +250,7 @@ class SparseEncoding(SpecModel):
 
 
 class Bucketize(SpecModel):
-    """A numeric column fed to the model as the embedding id of its bucket (an extra sparse
-    feature; list the column in data.denseColumns too to also feed its value)."""
+    """A numeric column also fed as the embedding id of its bucket (one more sparse feature)."""
 
     model_config = SpecModel.model_config | {
         "json_schema_extra": {
