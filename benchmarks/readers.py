@@ -52,7 +52,7 @@ def criteo_table(n: int, seed: int = 0) -> pa.Table:
 def write_files(folder: Path, rows: int) -> dict[str, tuple[str, dict]]:
     """name -> (format, data spec in wire form)."""
     t = criteo_table(rows)
-    plain = pcsv.WriteOptions(quoting_style="none")  # what the old CSV reader can split
+    plain = pcsv.WriteOptions(quoting_style="none", quoting_header="none")  # what the old reader can split
     pcsv.write_csv(t, folder / "criteo.csv", plain)
     with pa.CompressedOutputStream(str(folder / "criteo.csv.gz"), "gzip") as out:
         pcsv.write_csv(t, out, plain)
