@@ -40,7 +40,6 @@ CSV_BLOCK_BYTES = 1 << 20
 MISSING = "\x00missing"  # the text a missing categorical value is hashed (or counted) as
 # Bump when the ids or the decoding of the same data change: checkpoints record it.
 DATA_LAYOUT = 2
-_NUMBER = r"^[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|(?i:nan|inf|infinity))$"
 
 
 @dataclass
@@ -191,7 +190,7 @@ def to_float(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     except pa.ArrowInvalid:
         pass
     trimmed = pc.utf8_trim_whitespace(arr)
-    ok = pc.fill_null(pc.match_substring_regex(trimmed, _NUMBER), True)
+    ok = pc.fill_null(pc.match_substring_regex(trimmed, preflight.NUMBER_PATTERN), True)
     values = pc.cast(pc.if_else(ok, trimmed, pa.scalar(None, pa.string())), pa.float64())
     bad = ~np.asarray(ok.to_numpy(zero_copy_only=False), bool)
     # "" is missing, not malformed (CSV readers already make it null)

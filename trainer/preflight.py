@@ -45,6 +45,8 @@ _WRAPPERS = {"async_wrapper", "asyncwrapper", "blockcache", "cached", "dir", "fi
 _MAGIC = ((b"PAR1", "parquet"), (b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"),
           (b"(\xb5/\xfd", "zstd"), (b"PK\x03\x04", "zip"))
 _COMPRESSED = {"gzip", "bz2", "xz", "zstd"}
+# A number as text: what the readers accept in numeric columns (surrounding blanks allowed).
+NUMBER_PATTERN = r"^\s*[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|(?i:nan|inf|infinity))\s*$"
 
 
 class DataError(TrainerError):
@@ -349,7 +351,7 @@ def _parquet_text_stats(meta, index: int) -> list[Any]:
     return values or ["text"]
 
 
-def read_head_block(fs, path: str, s: Sniff, data: DataSpec, label: str):
+def _read_head_block(fs, path: str, s: Sniff, data: DataSpec, label: str):
     """The first block of a CSV/TSV file as a pyarrow RecordBatch, every column as text (header
     names for csv, criteo's fixed layout otherwise)."""
     import pyarrow as pa
@@ -392,7 +394,7 @@ def _text_file(fs, path: str, s: Sniff, cols: _Columns, data: DataSpec, where: s
                              where, f"{col!r} is not a criteo column (the label, I1..I13, C1..C26); "
                              "criteo files have one label column")]
     try:
-        batch = read_head_block(fs, path, s, data, cols.labels[0][0] if cols.labels else "label")
+        batch = _read_head_block(fs, path, s, data, cols.labels[0][0] if cols.labels else "label")
     except (pa.ArrowInvalid, OSError, EOFError) as exc:
         return [_problem(ExitCode.DATA_FORMAT, "spec.data.format",
                          f"{data.format!r}: {path} does not parse: {str(exc).splitlines()[0]}")]
@@ -420,10 +422,6 @@ def _text_file(fs, path: str, s: Sniff, cols: _Columns, data: DataSpec, where: s
                 "list it in spec.data.sparseColumns",
             ))
     return problems
-
-
-# A number as text: what the readers accept in numeric columns (surrounding blanks allowed).
-NUMBER_PATTERN = r"^\s*[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|(?i:nan|inf|infinity))\s*$"
 
 
 # --- the check ------------------------------------------------------------------------------
