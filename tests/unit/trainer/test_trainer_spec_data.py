@@ -33,41 +33,28 @@ def _cel_failures(node: dict, value: dict) -> list[str]:
     return failed
 
 
-ENCODINGS = [
-    ({"column": "a", "kind": "hash"}, None),
-    ({"column": "a", "kind": "hash", "buckets": 50}, None),
-    ({"column": "a", "kind": "identity", "cardinality": 5}, None),
-    ({"column": "a", "kind": "vocabulary", "maxSize": 5, "minCount": 2}, None),
-    ({"column": "a", "kind": "identity"}, "identity needs cardinality"),
-    ({"column": "a", "kind": "vocabulary"}, "vocabulary needs maxSize"),
-    ({"column": "a", "kind": "identity", "cardinality": 5, "buckets": 9}, "buckets applies to kind hash only"),
-    ({"column": "a", "kind": "hash", "maxSize": 9}, "maxSize applies to kind vocabulary only"),
-    ({"column": "a", "kind": "vocabulary", "maxSize": 3, "cardinality": 9}, "cardinality applies to kind identity only"),
+CASES = [  # (list field, item, the error both must give; None: valid)
+    ("encodings", {"column": "a", "kind": "hash"}, None),
+    ("encodings", {"column": "a", "kind": "hash", "buckets": 50}, None),
+    ("encodings", {"column": "a", "kind": "identity", "cardinality": 5}, None),
+    ("encodings", {"column": "a", "kind": "vocabulary", "maxSize": 5, "minCount": 2}, None),
+    ("encodings", {"column": "a", "kind": "identity"}, "identity needs cardinality"),
+    ("encodings", {"column": "a", "kind": "vocabulary"}, "vocabulary needs maxSize"),
+    ("encodings", {"column": "a", "kind": "identity", "cardinality": 5, "buckets": 9}, "buckets applies to kind hash only"),
+    ("encodings", {"column": "a", "kind": "hash", "maxSize": 9}, "maxSize applies to kind vocabulary only"),
+    ("encodings", {"column": "a", "kind": "vocabulary", "maxSize": 3, "cardinality": 9},
+     "cardinality applies to kind identity only"),
+    ("bucketize", {"column": "x", "buckets": 4}, None),
+    ("bucketize", {"column": "x", "boundaries": [0, 1.5, 10]}, None),
+    ("bucketize", {"column": "x"}, "set exactly one of buckets"),
+    ("bucketize", {"column": "x", "buckets": 4, "boundaries": [1]}, "set exactly one of buckets"),
 ]
 
 
-@pytest.mark.parametrize(("enc", "error"), ENCODINGS)
-def test_encodings_are_checked_alike_by_the_model_and_at_apply(enc, error):
-    failures = _cel_failures(_schema("encodings", "[]"), enc)
-    data = {"format": "csv", "trainUri": "x.csv", "sparseColumns": ["a"], "encodings": [enc]}
-    if error is None:
-        assert failures == []
-        DataSpec.model_validate(data)
-    else:
-        assert any(error in f for f in failures), failures
-        with pytest.raises(ValidationError, match=error):
-            DataSpec.model_validate(data)
-
-
-@pytest.mark.parametrize(("item", "error"), [
-    ({"column": "x", "buckets": 4}, None),
-    ({"column": "x", "boundaries": [0, 1.5, 10]}, None),
-    ({"column": "x"}, "set exactly one of buckets"),
-    ({"column": "x", "buckets": 4, "boundaries": [1]}, "set exactly one of buckets"),
-])
-def test_bucketize_is_checked_alike_by_the_model_and_at_apply(item, error):
-    failures = _cel_failures(_schema("bucketize", "[]"), item)
-    data = {"format": "csv", "trainUri": "x.csv", "bucketize": [item]}
+@pytest.mark.parametrize(("key", "item", "error"), CASES)
+def test_feature_options_are_checked_alike_by_the_model_and_at_apply(key, item, error):
+    failures = _cel_failures(_schema(key, "[]"), item)
+    data = {"format": "csv", "trainUri": "x.csv", "sparseColumns": ["a"], key: [item]}
     if error is None:
         assert failures == []
         DataSpec.model_validate(data)
