@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from pydantic import ValidationError
-from schema_tools import CRD_DIR, ROOT, cel_errors, load_crds, schema_errors
+from schema_tools import CRD_DIR, INSTANCE, ROOT, cel_errors, load_crds, schema_errors
 
 from modelfleet.api.crd import render_crds
 from modelfleet.api.resources import BY_KIND, ModelInstance, ModelTemplate
@@ -131,19 +131,6 @@ def test_examples_validate_against_crds_cel_and_models(path: Path):
 # --- the models refuse what the CRDs refuse --------------------------------------------------
 # The API server's side of every rule is tested on the real server (tests/realk8s/test_schema_rules.py);
 # here only what `modelfleet local`/`plan` and the operator's parsing rely on, offline.
-
-INSTANCE = {
-    "apiVersion": "modelfleet.dev/v1alpha1",
-    "kind": "ModelInstance",
-    "metadata": {"name": "ctr-feed"},
-    "spec": {
-        "templateRef": {"name": "ctr"},
-        "event": "click",
-        "data": {"format": "parquet", "trainUri": "s3://bucket/feed/"},
-        "resources": {"nnodes": 2, "gpusPerNode": 8},
-    },
-}
-
 
 def _rules(schema: dict, path: str = ""):
     for rule in schema.get("x-kubernetes-validations", []):
