@@ -87,7 +87,7 @@ def test_printer_columns_come_back_in_a_table(crds, kube, k8s_namespace):
     })
     _status(kube, k8s_namespace, "TrainingRun", "ctr-feed-0123456789", {
         "phase": "Succeeded", "attempts": 2, "appHandle": "kueue://modelfleet/ns:job", "reason": "Completed",
-        "metrics": {"ne": 0.8125},
+        "metrics": {"ne": 0.8125}, "startTime": "2026-01-01T00:00:00Z", "finishTime": "2026-01-01T01:00:00Z",
     })
     want = {
         "modeltemplates": {"Revision": "abcdef0123", "Up-To-Date": 1, "Total": 3, "Ready": "False", "Training": 1,
@@ -108,6 +108,9 @@ def test_printer_columns_come_back_in_a_table(crds, kube, k8s_namespace):
         cells = dict(zip(columns, row["cells"], strict=True))
         assert {k: cells[k] for k in values} == values
         assert cells["Age"] and cells["Name"] == GOOD[kind.kind_name]["metadata"]["name"]
+        # date columns come back as the time since (e.g. "334d"), not the timestamp
+        for column in (c["name"] for c in kind.printer_columns if c["type"] == "date" and c["name"] != "Age"):
+            assert cells[column] and cells[column][-1] in "smhdy", (column, cells[column])
         # `kubectl get` shows the priority-0 columns; `-o wide` adds the others
         narrow = [c["name"] for c in table["columnDefinitions"] if c["priority"] == 0]
         assert narrow == ["Name", *(c["name"] for c in kind.printer_columns if not c.get("priority"))]
@@ -122,5 +125,5 @@ def test_kubectl_get_modelfleet_lists_all_three_kinds_and_short_names_work(contr
     assert sorted(out) == sorted([
         f"modeltemplate.{GROUP}/ctr", f"modelinstance.{GROUP}/ctr-feed", f"trainingrun.{GROUP}/ctr-feed-0123456789",
     ])
-    for short, name in (("mt", "ctr"), ("mi", "ctr-feed"), ("tr", "ctr-feed-0123456789")):
+    for short, name in (("mt", "ctr"), ("mi", "ctr-feed"), ("mfrun", "ctr-feed-0123456789")):
         assert control_plane.kubectl(*get, short).stdout.split() == [f"{BY_KIND_SHORT[short]}.{GROUP}/{name}"]
