@@ -21,9 +21,9 @@ from modelfleet.trainer.spec import (
     SpecModel,
     TechniqueRef,
     TrainingSpec,
+    cel_rule,
+    list_map,
 )
-from modelfleet.trainer.spec import cel as _cel
-from modelfleet.trainer.spec import list_map as _list_map
 
 GROUP = "modelfleet.dev"
 VERSION = "v1alpha1"
@@ -54,6 +54,10 @@ OVERRIDABLE_FIELDS = (
     "recipe.seed",
     "recipe.precision",
 )
+
+
+_list_map = list_map
+_cel = cel_rule
 
 
 # --- shared status pieces --------------------------------------------------------------------

@@ -36,18 +36,18 @@ class SpecModel(BaseModel):
 # A rule the server checks and pydantic checks too uses one message in both places.
 
 
-def list_map(key: str) -> dict[str, Any]:
-    """A list keyed by `key`: the API server rejects duplicate keys, and server-side apply merges
-    item by item (GitOps tools and the operator then own different items)."""
-    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
-
-
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    """One `x-kubernetes-validations` rule; `field_path` is where the server reports it."""
+def cel_rule(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CEL rule for `x-kubernetes-validations` (the API server checks it at apply)."""
     out = {"rule": rule, "message": message}
     if field_path:
         out["fieldPath"] = field_path
     return out
+
+
+def list_map(key: str) -> dict[str, Any]:
+    """Lists keyed by a field merge item by item under server-side apply (GitOps tools and the
+    operator then own different items), and the API server rejects duplicate keys."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
 
 
 # --- architecture -----------------------------------------------------------------------------
@@ -178,7 +178,7 @@ class DataSpec(SpecModel):
     model_config = SpecModel.model_config | {
         "json_schema_extra": {
             "x-kubernetes-validations": [
-                cel("self.format == 'synthetic' || has(self.trainUri)", TRAIN_URI_REQUIRED, ".trainUri")
+                cel_rule("self.format == 'synthetic' || has(self.trainUri)", TRAIN_URI_REQUIRED, ".trainUri")
             ]
         }
     }
