@@ -50,6 +50,9 @@ def list_map(key: str) -> dict[str, Any]:
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
 
 
+TRAIN_URI_REQUIRED = "trainUri is required unless format is synthetic"  # DataSpec's CEL rule
+
+
 # --- architecture -----------------------------------------------------------------------------
 
 InteractionKind = Literal["dot", "dcnv2", "lowrank", "attention", "concat"]
@@ -167,9 +170,6 @@ class SyntheticSpec(SpecModel):
     cardinality: int = Field(1000, ge=2, le=10_000_000)
     positive_rate: float = Field(0.25, gt=0, lt=1)
     seed: int = Field(0, ge=0)
-
-
-TRAIN_URI_REQUIRED = "trainUri is required unless format is synthetic"
 
 
 class DataSpec(SpecModel):
