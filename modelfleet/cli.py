@@ -3,6 +3,10 @@
 Each subcommand lives in the module that owns it, as two functions: `configure(parser)` adds its
 arguments and `run(args) -> int` does the work. Modules keep heavy imports (torch, kopf) inside
 `run`, so `modelfleet --help` and `modelfleet crds` stay fast and torch-free.
+
+Expected failures are one line on stderr and a documented exit status (docs/cli.md): a module
+raises `modelfleet.errors.CliError(message, code)`. Anything else is a bug or trouble outside
+modelfleet: one line too, exit 1. `modelfleet --debug COMMAND ...` shows the traceback of either.
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
+
+from modelfleet.errors import CliError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "crds": ("modelfleet.api.cli", "write the CRDs generated from the API models"),
@@ -29,10 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="One template, many ranking models: train, gate and promote them.",
     )
     parser.add_argument("--version", action="version", version=f"modelfleet {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
+        # also after the command (`modelfleet plan --debug ...`); SUPPRESS keeps the global value
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         try:
             importlib.import_module(module).configure(p)
         except ModuleNotFoundError as exc:
@@ -51,7 +61,22 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_missing", False):
         print(f"modelfleet {args.command}: not available in this build", file=sys.stderr)
         return 2
-    return int(importlib.import_module(args._module).run(args) or 0)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except CliError as exc:
+        return fail(args, exc.message, exc.code)
+    except KeyboardInterrupt:
+        return fail(args, "interrupted", 130)
+    except Exception as exc:  # a bug or trouble outside modelfleet: one line, unless --debug
+        return fail(args, f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", 1)
+
+
+def fail(args: argparse.Namespace, message: str, code: int) -> int:
+    """Print `modelfleet COMMAND: message` (under --debug with the traceback) and return `code`."""
+    if getattr(args, "debug", False) and sys.exc_info()[0] is not None:
+        traceback.print_exc()
+    print(f"modelfleet {args.command}: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,6 +12,8 @@ import json
 import sys
 from typing import Any
 
+from modelfleet.errors import CliError
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
@@ -49,18 +51,20 @@ def load_spec(args: argparse.Namespace):
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"modelfleet train: error: {message}", file=sys.stderr)
-    return code
+    # `modelfleet` prints it as `modelfleet train: error: ...` (with the traceback under --debug)
+    raise CliError(f"error: {message}", code)
 
 
 def run(args: argparse.Namespace) -> int:
+    import yaml
+
     from modelfleet.trainer.techniques.catalogue import TechniqueError
 
     try:
         spec = load_spec(args)
     except SystemExit as exc:
         return int(exc.code)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, yaml.YAMLError) as exc:
         return _fail(f"cannot read the spec: {exc}", 2)
     try:
         from modelfleet.trainer.techniques.catalogue import resolve_plan
