@@ -2,7 +2,8 @@
 
 Public API (stable; the kopf `template_rollout` daemon, `modelfleet local` and `plan` call it):
 
-    plan_template(template, instances, runs, now, *, output_uri, image, estimate=None) -> Plan
+    plan_template(template, instances, runs, now, *, output_uri, image, estimate=None,
+                  base_dir=None, data_problems=None) -> Plan
 
 - `template`: the ModelTemplate; `instances`: the ModelInstances that reference it; `runs`: their
   TrainingRuns (any others are ignored); `now`: timezone-aware UTC.
@@ -11,6 +12,12 @@ Public API (stable; the kopf `template_rollout` daemon, `modelfleet local` and `
 - Runs without the `modelfleet.dev/wave` label (a user's ad-hoc TrainingRun) are left alone.
 - `estimate(spec: TrainingSpec) -> Cost | int`: forward FLOPs/example of a resolved spec; default
   the technique catalogue's `estimate_cost` (None when the catalogue is not installed: no budgets).
+- `base_dir`: the folder relative data URIs are read from (`modelfleet local`/`plan`: the
+  manifests' folder); revisions hash them as written.
+- `data_problems`: instance name -> the data pre-flight's problems (`operator/datachecks.py`, run by
+  the caller: the planner does no I/O). An instance that would start a run and has problems is
+  `Invalid` with the first problem's reason and message (`DataNotFound: spec.data.trainUri: ...`),
+  like a manifest the catalogue rejects, and no run is created for it.
 - The `Plan` holds the actions (CreateRun, CancelRun, DeleteRun, Promote, PatchStatus, Event, in
   the order they are to be applied), `requeue_after`, and the per-instance conclusions
   (`plan.instances`) and the template status (`plan.template_status`) for the CLIs.
@@ -46,7 +53,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,6 +182,8 @@ def plan_template(
     output_uri: str,
     image: str,
     estimate: Estimate | None = None,
+    base_dir: str | None = None,
+    data_problems: Mapping[str, Sequence[Any]] | None = None,
 ) -> Plan:
     plan = Plan()
     tname = template.metadata.name
@@ -211,7 +220,9 @@ def plan_template(
         v.promoted = inst.status.promoted_revision if inst.status else None
         desired = instance_revision(template, inst)
         uri = f"{output_uri.rstrip('/')}/{ns}/{run_name(v.name, desired)}"
-        v.problems, v.spec, cost = check_instance(inst, template, output_uri=uri, estimate=estimate, template_valid=True)
+        v.problems, v.spec, cost = check_instance(
+            inst, template, output_uri=uri, estimate=estimate, template_valid=True, base_dir=base_dir
+        )
         if not v.problems:
             v.desired = desired
             v.run_name = run_name(v.name, v.desired)
@@ -225,6 +236,12 @@ def plan_template(
             for run in v.runs:
                 if run.spec.revision == v.desired:
                     v.current = run
+            # Bad data stops only a run about to be queued: a promoted model or a run already made
+            # does not depend on the files being there now.
+            needs_run = v.promoted != v.desired and (v.current is None or _phase(v.current) in ("Superseded", "Cancelled"))
+            found = (data_problems or {}).get(v.name) if needs_run else None
+            if found:
+                v.problems = [Problem(p.reason, p.field, p.message) for p in found]
         views.append(v)
 
     # --- supersede, promote, gate ------------------------------------------------------------
@@ -477,6 +494,8 @@ def plan_template(
         f"{counts['upToDate']}/{total} instances at revision {revision}; {counts['training']} training, "
         f"{waiting} waiting, {counts['failed']} failed, {counts['blocked']} blocked"
     )
+    if counts["blocked"]:
+        summary += f" ({_names([f'{v.name}: {v.reason}' for v in views if v.state in ('Blocked', 'Invalid')])})"
     if phase == "Idle":
         conds = (("True", "NoInstances", "no ModelInstance references this template"), ("False", "NoInstances", ""), ("False", "NoInstances", ""))
     elif phase == "Paused" and pause_reason == "RolloutPaused":
@@ -488,7 +507,7 @@ def plan_template(
         reason = "CanaryRunning" if phase == "Canary" else "RollingOut"
         conds = (("False", reason, summary), ("True", reason, summary), ("False", reason, ""))
     elif counts["failed"]:
-        bad = ", ".join(v.name for v in views if v.state in ("Failed", "GateFailed"))
+        bad = _names([f"{v.name} ({v.reason})" for v in views if v.state in ("Failed", "GateFailed")])
         text = f"{summary}; failed: {bad}"
         conds = (("False", "InstancesFailed", text), ("False", "InstancesFailed", ""), ("True", "InstancesFailed", text))
     else:
