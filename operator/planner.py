@@ -246,7 +246,7 @@ def plan_template(
 
     # --- supersede, promote, gate ------------------------------------------------------------
     in_flight = 0
-    failures: list[str] = []  # runs of this template revision that failed or failed the gate
+    failures: list[str] = []  # "run (reason)" of this template revision's runs that failed or failed the gate
     for v in views:
         if v.problems:
             v.active = next((r for r in v.runs if _in_flight(r)), None)
@@ -277,9 +277,9 @@ def plan_template(
             else:
                 v.gate_failed = f"run {cur.metadata.name}: {why}"
                 if counts:
-                    failures.append(cur.metadata.name)
+                    failures.append(f"{cur.metadata.name} (GateFailed)")
         elif phase == "Failed" and counts:
-            failures.append(cur.metadata.name)
+            failures.append(f"{cur.metadata.name} ({(cur.status.reason if cur.status else None) or 'RunFailed'})")
         elif phase in ("Superseded", "Cancelled"):
             v.restart = True  # the revision is wanted again: remake its run (same name) next plan
 
@@ -311,7 +311,11 @@ def plan_template(
         )
     canary_stage = n_canary > 0 and later_runs == 0
     if canary_stage and pause_reason is None:
-        bad = [v.current.metadata.name for v in canaries if v.gate_failed or _phase(v.current) == "Failed"]  # type: ignore[union-attr]
+        bad = [
+            f"{v.current.metadata.name} ({'GateFailed' if v.gate_failed else (v.current.status.reason if v.current.status else None) or 'RunFailed'})"  # type: ignore[union-attr]
+            for v in canaries
+            if v.gate_failed or _phase(v.current) == "Failed"  # type: ignore[union-attr]
+        ]
         if bad:
             pause_reason = "CanaryFailed"
             pause_message = f"canary run(s) {', '.join(bad)} failed or failed the gate; the rollout of {revision} is paused"
