@@ -65,15 +65,18 @@ def apply_overrides(spec: ModelTemplateSpec, overrides: dict[str, Any]) -> Model
         raise OverrideError(next(iter(sorted(overrides))), err["msg"]) from None
 
 
-def instance_revision(template: ModelTemplate, instance: ModelInstance) -> str:
-    """The revision an instance should be trained at: template revision + its own inputs."""
+def instance_revision(template: ModelTemplate, instance: ModelInstance, *, template_rev: str | None = None) -> str:
+    """The revision an instance should be trained at: template revision + its own inputs.
+
+    `template_rev`: `template_revision(template.spec)` when the caller has it (one per plan, not
+    one per instance)."""
     spec = instance.spec
     data = spec.data.model_dump(mode="json", by_alias=True)
     if data.get("version") is None:
         data.pop("version", None)  # unset: the same revision as before the field existed
     return short_hash(
         {
-            "template": template_revision(template.spec),
+            "template": template_rev or template_revision(template.spec),
             "event": spec.event,
             "data": data,
             "overrides": spec.overrides,

@@ -7,10 +7,11 @@ check and pass the result in (`plan_template(..., data_problems=...)`). Plans ru
 has thousands of instances, so the I/O is done only
 - for instances a plan may queue a run for: not suspended, desired revision neither promoted nor
   with a run (a Superseded or Cancelled one is remade, so it counts as none);
-- once per instance change: the result is kept per instance (uid) under a key of its generation
-  and everything the check reads (data spec, event, overrides, the template's tasks, which name
-  the label columns). Any spec edit checks again; an unchanged instance is never checked twice.
-  (A file uploaded later is seen after the next edit of the instance or an operator restart.)
+- once per instance change: the result is kept per instance (uid) under its generation and
+  desired revision, which hashes everything the check reads (data spec, event, overrides, the
+  template's tasks that name the label columns). An edit of the instance, or a template change
+  that makes a new revision -- a new run to vet -- checks again; otherwise an instance is never
+  checked twice. (A file uploaded later is seen after the next such change or an operator restart.)
 
 Trouble reaching the storage (anything but the problems `check_data` reports) is logged and not
 cached: a transient error must not block an instance; the trainer still checks for itself.
@@ -24,11 +25,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from modelfleet.api.resolve import instance_revision, resolve_training_spec
+from modelfleet.api.resolve import instance_revision, resolve_training_spec, template_revision
 from modelfleet.api.resources import ModelInstance, ModelTemplate, TrainingRun
 from modelfleet.operator.naming import run_name
 from modelfleet.trainer.preflight import DataProblem, check_data
-from modelfleet.trainer.spec import short_hash
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +57,21 @@ class DataChecks:
     ) -> dict[str, list[DataProblem]]:
         """Instance name -> its data problems, for the instances a plan may start a run for."""
         existing = {r.metadata.name for r in runs if not (r.status and r.status.phase in _REMADE)}
-        tasks = [t.model_dump(mode="json", by_alias=True) for t in template.spec.architecture.tasks]
+        template_rev = template_revision(template.spec)
         out: dict[str, list[DataProblem]] = {}
         todo: list[tuple[str, Any, ModelInstance]] = []
         for inst in instances:
             if inst.spec.suspend:
                 continue
-            desired = instance_revision(template, inst)
+            desired = instance_revision(template, inst, template_rev=template_rev)
             if desired == (inst.status.promoted_revision if inst.status else None):
                 continue
             if run_name(inst.metadata.name, desired) in existing:
                 continue
             uid = inst.metadata.uid or inst.metadata.name
-            data = inst.spec.data.model_dump(mode="json", by_alias=True)
-            key = (inst.metadata.generation, short_hash({"data": data, "event": inst.spec.event, "overrides": inst.spec.overrides, "tasks": tasks}))
+            # The desired revision hashes all the check reads (data spec, event, overrides, the
+            # template's tasks that name the label columns): a new one is a new run to vet.
+            key = (inst.metadata.generation, desired)
             with self._lock:
                 hit = self._results.get(uid)
             if hit is not None and hit[0] == key:

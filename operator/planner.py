@@ -218,7 +218,7 @@ def plan_template(
     for inst in sorted(instances, key=lambda i: i.metadata.name):
         v = _View(inst=inst, name=inst.metadata.name, runs=by_instance.get(inst.metadata.name, []))
         v.promoted = inst.status.promoted_revision if inst.status else None
-        desired = instance_revision(template, inst)
+        desired = instance_revision(template, inst, template_rev=revision)
         uri = f"{output_uri.rstrip('/')}/{ns}/{run_name(v.name, desired)}"
         v.problems, v.spec, cost = check_instance(
             inst, template, output_uri=uri, estimate=estimate, template_valid=True, base_dir=base_dir
