@@ -1,27 +1,36 @@
 """`modelfleet local DIR`: the embedded default -- reconcile a folder of manifests on this machine.
 
-    modelfleet local DIR [--state DIR] [--workers N] [--poll SECONDS]
+    modelfleet local DIR [--state DIR] [--prune] [--workers N] [--poll SECONDS]
 
-Reads every manifest in DIR (`*.yaml`, `*.yml`, `*.json`; multi-document YAML is fine), validates
-them, resolves relative data URIs against DIR, and then runs the operator's own core -- the same
-planner, run reconciler and status code the kopf operator runs -- against a file-backed store
-instead of a cluster, with TorchX's `local_cwd` scheduler (really training, here):
+Reads every manifest in DIR (`*.yaml`, `*.yml`, `*.json`; multi-document YAML is fine) and checks
+them (schema, then the technique catalogue) before it touches the state; then it runs the
+operator's own core -- the same planner, run reconciler and status code the kopf operator runs --
+against a file-backed store instead of a cluster, with TorchX's `local_cwd` scheduler (really
+training, here):
 
     plan every template -> apply -> reconcile every run in flight -> ... until nothing is in flight
 
+Relative data URIs stay as written (revisions hash them so) and are read from DIR. Each instance's
+data is checked before its run is queued (`datachecks.DataChecks`, once per call).
+
 State lives under `--state` (default `.modelfleet/` in the current directory):
 `state/<Kind>/<name>.json` (the objects and their status), `state/events.jsonl`, `runs/<ns>/<run>/`
-(checkpoints, metrics.json, model) and `logs/` (TorchX logs and the launcher's job records). Because
-everything is there, a stopped `modelfleet local` resumes where it was (running jobs are adopted,
-not started again); a second call after a technique edit retrains only what changed, and a call
-with nothing changed trains nothing. The folder is the source of truth: objects removed from it are
-removed from the state (an in-flight run of a removed instance is cancelled).
+(checkpoints, metrics.json, model), `logs/` (TorchX logs and the launcher's job records),
+`source.json` (the folder the state is for) and `lock`/`lock.json`. Because everything is there, a
+stopped `modelfleet local` resumes where it was (running jobs are adopted, not started again); a
+second call after a technique edit retrains only what changed, and a call with nothing changed
+trains nothing. The state cannot be lost by accident: it is one folder's (another folder is refused,
+EXIT_OTHER_FOLDER, unless `--prune`), nothing is deleted without `--prune`, and one process at a
+time holds it (EXIT_LOCKED for a second one, naming the holder).
 
-Exit status: 0 when every instance ends promoted (or is blocked by its serving budget, or
-suspended), 1 when any fails (run failure, gate, paused rollout), 2 for bad manifests.
+Exit status (docs/cli.md): 0 when every instance ends promoted (or is blocked by its serving
+budget, or suspended), 1 when any other is not promoted (run failure, gate, paused rollout), 2 for
+bad input (manifests, or an instance's data), 3 and 4 as above, 130 when interrupted.
 
-Public functions: `load_manifests(folder) -> Manifests`, `sync_store(store, manifests, launcher)`,
-`reconcile_once(store, launcher, now, *, output_uri, image, workers) -> Tick`, `configure`, `run`.
+Public functions: `load_manifests(folder) -> Manifests`, `manifest_problems(manifests)`,
+`load_checked(folder)`, `sync_store(store, manifests, launcher, *, prune)`, `state_lock(state,
+folder)`, `claim_state(state, store, folder, *, prune)`, `reconcile_once(store, launcher, now, *,
+output_uri, image, workers, base_dir, data_checks) -> Tick`, `configure`, `run`.
 """
 
 from __future__ import annotations
