@@ -1,7 +1,8 @@
 """The `modelfleet` command.
 
 Each subcommand lives in the module that owns it, as two functions: `configure(parser)` adds its
-arguments and `run(args) -> int` does the work. Modules keep heavy imports (torch, kopf) inside
+arguments and `run(args) -> int` does the work (`module:NAME` means `configure_NAME`/`run_NAME`,
+for a module that holds several commands). Modules keep heavy imports (torch, kopf) inside
 `run`, so `modelfleet --help` and `modelfleet crds` stay fast and torch-free.
 
 Expected failures are one line on stderr and a documented exit status (docs/cli.md): a module
@@ -25,6 +26,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("modelfleet.operator.main", "run the operator (kopf) against a cluster"),
     "plan": ("modelfleet.operator.plan_cmd", "dry run: what a change would retrain and why"),
     "local": ("modelfleet.operator.local", "reconcile a folder of manifests on this machine"),
+    "status": ("modelfleet.operator.fleet_cmd:status", "the fleet at a glance: revision, NE, model, state"),
+    "logs": ("modelfleet.operator.fleet_cmd:logs", "the training logs of a run (or an instance's run)"),
+    "report": ("modelfleet.operator.fleet_cmd:report", "a picture of NE per instance and technique adoption"),
 }
 
 
@@ -43,10 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(_module=module)
         # also after the command (`modelfleet plan --debug ...`); SUPPRESS keeps the global value
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        path, _, suffix = module.partition(":")
         try:
-            importlib.import_module(module).configure(p)
+            getattr(importlib.import_module(path), f"configure_{suffix}" if suffix else "configure")(p)
         except ModuleNotFoundError as exc:
-            if exc.name != module:
+            if exc.name != path:
                 raise
             p.set_defaults(_missing=True)
     return parser
@@ -61,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_missing", False):
         print(f"modelfleet {args.command}: not available in this build", file=sys.stderr)
         return 2
+    path, _, suffix = args._module.partition(":")
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
+        return int(getattr(importlib.import_module(path), f"run_{suffix}" if suffix else "run")(args) or 0)
     except CliError as exc:
         return fail(args, exc.message, exc.code)
     except KeyboardInterrupt:
