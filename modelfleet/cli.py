@@ -6,8 +6,9 @@ for a module that holds several commands). Modules keep heavy imports (torch, ko
 `run`, so `modelfleet --help` and `modelfleet crds` stay fast and torch-free.
 
 Expected failures are one line on stderr and a documented exit status (docs/cli.md): a module
-raises `modelfleet.errors.CliError(message, code)`. Anything else is a bug or trouble outside
-modelfleet: one line too, exit 1. `modelfleet --debug COMMAND ...` shows the traceback of either.
+raises `modelfleet.errors.CliError(message, code)` (`--debug` adds the traceback). Anything else
+is a bug or trouble outside modelfleet: its traceback (what there is to go on, also in a job's
+logs), then one line, exit 1.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import traceback
+import traceback as _traceback
 
 from modelfleet.errors import CliError
 
@@ -73,14 +74,15 @@ def main(argv: list[str] | None = None) -> int:
         return fail(args, exc.message, exc.code)
     except KeyboardInterrupt:
         return fail(args, "interrupted", 130)
-    except Exception as exc:  # a bug or trouble outside modelfleet: one line, unless --debug
-        return fail(args, f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", 1)
+    except Exception as exc:  # a bug or trouble outside modelfleet: the traceback is what there is
+        return fail(args, f"unexpected error: {type(exc).__name__}: {exc}", 1, traceback=True)
 
 
-def fail(args: argparse.Namespace, message: str, code: int) -> int:
-    """Print `modelfleet COMMAND: message` (under --debug with the traceback) and return `code`."""
-    if getattr(args, "debug", False) and sys.exc_info()[0] is not None:
-        traceback.print_exc()
+def fail(args: argparse.Namespace, message: str, code: int, *, traceback: bool = False) -> int:
+    """Print `modelfleet COMMAND: message` (after the traceback, under --debug or when asked) and
+    return `code`."""
+    if (traceback or getattr(args, "debug", False)) and sys.exc_info()[0] is not None:
+        _traceback.print_exc()
     print(f"modelfleet {args.command}: {message}", file=sys.stderr)
     return code
 

@@ -28,7 +28,7 @@ from typing import Any
 from modelfleet.api.resolve import instance_revision, resolve_training_spec, template_revision
 from modelfleet.api.resources import ModelInstance, ModelTemplate, TrainingRun
 from modelfleet.operator.naming import run_name
-from modelfleet.trainer.preflight import DataProblem, check_data
+from modelfleet.trainer.preflight import DataProblem, check_data, label_fields
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class DataChecks:
         try:
             with self._lock:
                 self.calls += 1
-            result = self._check(inst.spec.data, spec.label_columns(), base_dir=self.base_dir)
+            result = self._check(inst.spec.data, spec.label_columns(), base_dir=self.base_dir, label_fields=label_fields(spec))
         except Exception as exc:  # storage trouble is not bad input: let the run find out
             log.warning("data pre-flight of %s could not run: %s: %s", inst.metadata.name, type(exc).__name__, exc)
             return None

@@ -84,11 +84,12 @@ def test_bad_data_fails_with_the_trainers_message(tmp_path: Path) -> None:
     data = {"format": "csv", "trainUri": str(tmp_path / "missing.csv"), "denseColumns": ["d0"]}
     handle = launcher.submit("ctr-r1", 1, spec(tmp_path / "out", data=data), {})
     state = wait(launcher, handle, ("Succeeded", "Failed", "Cancelled"))
-    assert state.phase == "Failed" and state.reason == "Error"
-    assert "missing.csv" in (state.message or "") and "logs:" in (state.message or "")
+    # the trainer's exit code 3 through its launch entry point names the reason
+    assert state.phase == "Failed" and state.reason == "DataNotFound"
+    assert "missing.csv" in (state.message or "") and "logs:" in (state.message or "") and "exit code 3" in (state.message or "")
     assert not (tmp_path / "out" / "metrics.json").exists()
-    # after a restart the failure is still a failure, not a success or an unknown
-    assert LocalLauncher(config(tmp_path)).state(handle).phase == "Failed"
+    # after a restart the failure is still a failure, not a success or an unknown, with its reason
+    assert LocalLauncher(config(tmp_path)).state(handle).reason == "DataNotFound"
 
 
 def _pids(launcher: LocalLauncher, handle: str) -> list[int]:
@@ -192,8 +193,6 @@ def test_a_permanent_exit_code_is_failed_with_its_reason_and_never_retried(tmp_p
     assert other.status.phase == "Pending" and other.status.reason == "Error" and update.requeue_after == 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="waits for branch trainer-data: the trainer exits 3 (DataNotFound) through torchrun "
-                                       "and writes failure.json; today it exits 1 and the run is retried")
 def test_the_trainer_itself_fails_a_run_whose_data_is_missing_for_good(tmp_path: Path) -> None:
     import datetime as dt
 

@@ -25,9 +25,9 @@ class CountingCheck:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def __call__(self, data, label_columns, *, base_dir=None):
+    def __call__(self, data, label_columns, **kw):
         self.calls.append(data.train_uri)
-        return check_data(data, label_columns, base_dir=base_dir)
+        return check_data(data, label_columns, **kw)
 
 
 def test_missing_data_stalls_the_instance_naming_the_field_and_starts_no_run(tmp_path):
@@ -114,7 +114,7 @@ def test_a_template_task_edit_changes_the_label_columns_so_the_data_is_checked_a
 def test_storage_trouble_is_not_bad_input_and_is_not_cached(tmp_path):
     calls = []
 
-    def flaky(data, label_columns, *, base_dir=None):
+    def flaky(data, label_columns, **kw):
         calls.append(1)
         raise RuntimeError("the object store timed out")
 
