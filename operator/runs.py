@@ -121,21 +121,18 @@ def read_failure_json(output_uri: str, since: dt.datetime | None = None) -> dict
     """`<output_uri>/failure.json` ({code, reason, field, message}) if written since `since`."""
     import fsspec
 
-    try:
-        fs, root = fsspec.core.url_to_fs(output_uri)
-        path = root.rstrip("/") + "/" + FAILURE_FILE
-        if since is not None:
-            with contextlib.suppress(NotImplementedError, AttributeError):
-                modified = fs.modified(path)
-                if modified.tzinfo is None:
-                    modified = modified.replace(tzinfo=dt.UTC)
-                if modified < since - _CLOCK_SKEW:
-                    return None
-        with fs.open(path, "r") as fh:
-            raw = json.load(fh)
-    except (FileNotFoundError, json.JSONDecodeError, OSError, ValueError):
-        return None
-    return raw if isinstance(raw, dict) else None
+    from modelfleet.trainer.report import read_failure
+
+    if since is not None:
+        with contextlib.suppress(NotImplementedError, AttributeError, OSError, ValueError):
+            fs, root = fsspec.core.url_to_fs(output_uri)
+            modified = fs.modified(root.rstrip("/") + "/" + FAILURE_FILE)
+            if modified.tzinfo is None:
+                modified = modified.replace(tzinfo=dt.UTC)
+            if modified < since - _CLOCK_SKEW:
+                return None
+    report = read_failure(output_uri)
+    return report.model_dump(mode="json", by_alias=True) if report is not None else None
 
 
 def classify_failure(reason: str, message: str, failure: dict[str, Any] | None) -> tuple[str, str, bool]:
