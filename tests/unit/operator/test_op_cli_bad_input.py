@@ -166,3 +166,21 @@ def test_an_unexpected_error_shows_its_traceback_and_exits_1(monkeypatch, capsys
 def test_a_folder_that_does_not_exist(argv, capsys):
     assert main(argv) == 2
     assert capsys.readouterr().err.strip().endswith("/nonexistent/folder: not a directory")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "reason", "field"),
+    [
+        ("event: over_50k", "event: over_60k", "InvalidLabels", "spec.event"),  # no such label column
+        ("format: parquet", "format: csv", "DataFormatError", "spec.data.format"),  # csv on a Parquet file
+    ],
+)
+def test_plan_stops_bad_columns_and_formats_before_queueing(tmp_path, capsys, old, new, reason, field):
+    qs = quickstart(tmp_path / "qs")
+    wife = qs / "instance-wife.yaml"
+    wife.write_text(wife.read_text().replace(old, new))
+    assert main(["plan", "-f", str(qs), "--state", str(tmp_path / "none"), "-o", "json"]) == 2
+    out, err = capsys.readouterr()
+    row = next(r for r in json.loads(out)["templates"][0]["instances"] if r["instance"] == "adult-wife")
+    assert row["state"] == "Invalid" and row["reason"] == reason
+    assert f"instance-wife.yaml: ModelInstance adult-wife: {reason}: " in err and field in err
