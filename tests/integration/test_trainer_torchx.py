@@ -49,7 +49,8 @@ def test_component_builds_a_torchrun_app_without_submitting():
     assert role.image == "registry/trainer:1" and role.num_replicas == 2
     assert role.resource.gpu == 4 and role.resource.cpu == 8 and role.resource.memMB == 32768
     cmd = role.args[-1]
-    assert "torchrun" in cmd and "--nnodes 2" in cmd and "--nproc_per_node 4" in cmd
+    # torchrun's launch, through the entry point that keeps the failed worker's exit code
+    assert cmd.startswith("python -m modelfleet.trainer.launch ") and "--nnodes 2" in cmd and "--nproc_per_node 4" in cmd
     assert "-m modelfleet train --spec-json" in cmd
     with pytest.raises(ValueError):
         train('{"instance": "x"}')  # a bad spec fails at submit time, not in the pod
