@@ -340,6 +340,7 @@ class LabelValues(SpecModel):
 class DataSpec(SpecModel):
     """Where an instance's data lives and which columns it uses."""
 
+    _later_fields = frozenset({"encodings", "bucketize", "label_values", "fit_sample_rows"})
     model_config = SpecModel.model_config | {
         "json_schema_extra": {
             "x-kubernetes-validations": [
@@ -347,7 +348,6 @@ class DataSpec(SpecModel):
             ]
         }
     }
-    _later_fields = frozenset({"encodings", "bucketize", "label_values", "fit_sample_rows"})
 
     format: DataFormat = Field(..., description="criteo (TSV: label, 13 ints, 26 cats), csv, parquet or synthetic.")
     train_uri: str | None = Field(None, min_length=1, max_length=4096, description="fsspec URI of the training data (file, dir or glob).")

@@ -141,26 +141,25 @@ def _rules(schema: dict, path: str = ""):
         yield from _rules(schema["items"], f"{path}[]")
 
 
-def _feature_rules(data: str) -> list[tuple[str, str, str | None]]:
-    """The DataSpec's feature options' rules (tests/unit/trainer/test_trainer_spec_data.py runs them)."""
-    enc = f"{data}.encodings[]"
-    return [
-        (f"{data}.bucketize[]", "has(self.buckets) != has(self.boundaries)", None),
-        (enc, "self.kind != 'identity' || has(self.cardinality)", ".cardinality"),
-        (enc, "self.kind != 'vocabulary' || has(self.maxSize)", ".maxSize"),
-        (enc, "self.kind == 'hash' || !has(self.buckets)", ".buckets"),
-        (enc, "self.kind == 'identity' || !has(self.cardinality)", ".cardinality"),
-        (enc, "self.kind == 'vocabulary' || !has(self.maxSize)", ".maxSize"),
-        (f"{data}.labelValues", "self.positive.all(v, !(v in self.negative))", ".negative"),
-    ]
-
-
 def test_every_cel_rule_is_where_the_models_put_it():
     found = {
         kind: sorted((path, r["rule"], r.get("fieldPath")) for path, r in _rules(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]))
         for kind, crd in load_crds().items()
     }
     train_uri = "self.format == 'synthetic' || has(self.trainUri)"
+
+    def data_rules(at: str) -> list[tuple]:  # DataSpec's own rules (trainer/spec.py), wherever it is embedded
+        return [
+            (at, train_uri, ".trainUri"),
+            (f"{at}.bucketize[]", "has(self.buckets) != has(self.boundaries)", None),
+            (f"{at}.encodings[]", "self.kind != 'identity' || has(self.cardinality)", ".cardinality"),
+            (f"{at}.encodings[]", "self.kind != 'vocabulary' || has(self.maxSize)", ".maxSize"),
+            (f"{at}.encodings[]", "self.kind == 'hash' || !has(self.buckets)", ".buckets"),
+            (f"{at}.encodings[]", "self.kind == 'identity' || !has(self.cardinality)", ".cardinality"),
+            (f"{at}.encodings[]", "self.kind == 'vocabulary' || !has(self.maxSize)", ".maxSize"),
+            (f"{at}.labelValues", "self.positive.all(v, !(v in self.negative))", ".negative"),
+        ]
+
     assert found["ModelTemplate"] == [
         (".spec", "!has(self.rollout) || !has(self.rollout.canary) || !has(self.rollout.canary.count)"
          " || self.rollout.canary.count <= self.rollout.maxConcurrentRuns", ".rollout.canary.count"),
@@ -168,14 +167,12 @@ def test_every_cel_rule_is_where_the_models_put_it():
     assert found["ModelInstance"] == [
         ("", "self.metadata.name.size() <= 52", None),
         (".spec", "self.templateRef.name == oldSelf.templateRef.name", ".templateRef"),
-        (".spec.data", train_uri, ".trainUri"),
-        *_feature_rules(".spec.data"),
+        *data_rules(".spec.data"),
     ]
     assert found["TrainingRun"] == [
         ("", "self.metadata.name.size() <= 63", None),
         (".spec", "self == oldSelf", None),
-        (".spec.training.data", train_uri, ".trainUri"),
-        *_feature_rules(".spec.training.data"),
+        *data_rules(".spec.training.data"),
     ]
 
 
