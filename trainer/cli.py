@@ -71,10 +71,14 @@ def run(args: argparse.Namespace) -> int:
 
     # torch loads here, only once the spec is known to be good
     from modelfleet.trainer.data import DataError
+    from modelfleet.trainer.evaluate import MetricUndefined
+    from modelfleet.trainer.report import ExitCode
     from modelfleet.trainer.train import TrainingError, train
 
     try:
         result = train(spec, progress=args.progress)
+    except MetricUndefined as exc:
+        return _fail(str(exc), ExitCode.INVALID_LABELS)
     except (DataError, TrainingError) as exc:
         return _fail(str(exc), 1)
     if result:

@@ -14,6 +14,7 @@ from enum import IntEnum
 
 METRICS_FILE = "metrics.json"  # written last, only by a run that succeeded
 FAILURE_FILE = "failure.json"  # {code, reason, field, message}: why a run failed for good
+PREDICTIONS_FILE = "predictions.parquet"  # label, prediction per eval example, in eval order
 
 
 class ExitCode(IntEnum):

@@ -9,6 +9,7 @@ uninterrupted one. Rank 0 evaluates and writes `metrics.json` and `spec.json`.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -24,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from modelfleet.trainer import evaluate
+from modelfleet.trainer import comparison, evaluate
 from modelfleet.trainer.components.model import RankingModel
 from modelfleet.trainer.data import Chunk, Dataset, DenseTransform, batches
 from modelfleet.trainer.spec import TrainingSpec, short_hash
@@ -222,6 +223,13 @@ def _save(fs: fsspec.AbstractFileSystem, path: str, state: dict[str, Any], keep:
 # --- the loop ---------------------------------------------------------------------------------
 
 
+def run_seed(spec: TrainingSpec) -> int:
+    """recipe.seed mixed with the instance name: instances sharing a template's seed draw
+    independent initialisations and data orders, so their noise does not move together."""
+    digest = hashlib.blake2b(f"{spec.recipe.seed}/{spec.instance}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
+
+
 def _log(msg: str) -> None:
     print(f"[modelfleet.train] {msg}", file=sys.stderr, flush=True)
 
@@ -296,8 +304,9 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
     if r.precision == "bf16" and not cuda:
         _log("recipe.precision bf16 asks for CUDA; training fp32 on CPU")
 
-    torch.manual_seed(r.seed)
-    np.random.seed(r.seed)
+    seed = run_seed(spec)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
     plan = resolve_plan(spec)
     cost = plan_cost(plan)
     fs, out = fsspec.core.url_to_fs(spec.output_uri)
@@ -384,7 +393,7 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
     batch_in_epoch = skip
     t0 = time.perf_counter()
     while step < total_steps:
-        rng = np.random.default_rng([r.seed, epoch, rank])
+        rng = np.random.default_rng([seed, epoch, rank])
         seen = 0
         ended = True  # the epoch's data ran out (vs. the step budget)
         synced_end = False
@@ -441,7 +450,8 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
         if ema is not None:
             ema.swap()  # evaluate (and export) the averaged weights
         p, y = predict(model, eval_data, transform, r.eval_batch_size, device, use_bf16)
-        m = evaluate.metrics(p[:, 0], y[:, 0])
+        evaluate.check_defined(y[:, 0], f"the eval split of {spec.data.eval_uri or spec.data.train_uri or 'the synthetic data'}")
+        m = {**evaluate.metrics(p[:, 0], y[:, 0]), **comparison.gate_report(spec, p[:, 0], y[:, 0])}
         result = {
             **m,
             "flopsPerExample": cost.flops_per_example,
