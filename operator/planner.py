@@ -27,9 +27,12 @@ Decisions, per template revision R (see docs/architecture.md for the why):
 - pause: `rollout.paused`, or failed + gate-failed runs of R >= max(1, failureBudget).
 - a run in flight for a revision the instance no longer wants is superseded: Cancel -> CancelRun
   (Superseded); Finish -> it finishes (the instance's next run waits) and is never promoted.
-- a succeeded run at the desired revision is promoted if the gate holds (NE not worse than the
-  promoted model's by more than `gate.tolerance`, relative; a first model must meet `gate.maxNe`
-  when set); otherwise the old model stays and the instance says `GateFailed` with both NEs.
+- a succeeded run at the desired revision is promoted if the gate holds (`gate()`: with a paired
+  comparison against the promoted model, the upper bound of its relative NE change's interval is
+  at most `gate.tolerance`; else the point NEs within the tolerance; a first model must meet
+  `gate.maxNe` when set; an undefined NE never passes); otherwise the old model stays and the
+  instance says `GateFailed` with both NEs. An eval set whose interval is wider than the
+  tolerance gets the `GateUnderpowered` condition and one Warning.
 - finished runs beyond `runHistoryLimit` per instance, or older than `ttlSecondsAfterFinished`
   (except the newest), are deleted; never the promoted run, the desired revision's run or one in
   flight.
