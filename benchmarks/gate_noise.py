@@ -2,6 +2,7 @@
 
     .venv/bin/python -P benchmarks/gate_noise.py                  # 4 Adult slices x 6 null edits
     .venv/bin/python -P benchmarks/gate_noise.py --null-edits 10 --out benchmarks/results/gate_noise.md
+    .venv/bin/python -P benchmarks/gate_noise.py --steps 40         # short runs, on a busy machine
 
 The fleet is the quickstart's: the template `examples/quickstart/template.yaml` and its four
 instances (the UCI Adult data sliced by `relationship`). Each instance is trained once at the
@@ -37,12 +38,12 @@ QUICKSTART = ROOT / "examples" / "quickstart"
 INSTANCES = ("wife", "unmarried", "not-in-family", "husband")
 
 
-def specs(out: Path):
+def specs(out: Path, names: list[str]):
     from modelfleet.api.resolve import resolve_training_spec
     from modelfleet.api.resources import ModelInstance, ModelTemplate
 
     template = ModelTemplate.model_validate(yaml.safe_load((QUICKSTART / "template.yaml").read_text()))
-    for name in INSTANCES:
+    for name in names:
         doc = yaml.safe_load((QUICKSTART / f"instance-{name}.yaml").read_text())
         doc["spec"]["data"]["trainUri"] = str(QUICKSTART / doc["spec"]["data"]["trainUri"])
         inst = ModelInstance.model_validate(doc)
@@ -54,6 +55,8 @@ def main() -> int:
     ap.add_argument("--null-edits", type=int, default=6, help="seed-only retrains per instance (K)")
     ap.add_argument("--tolerance", type=float, default=None, help="gate tolerance (default: the template's)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, help="training steps of every run (default: the quickstart's recipe)")
+    ap.add_argument("--instances", nargs="+", choices=INSTANCES, default=list(INSTANCES))
     ap.add_argument("--out", help="also write the report (markdown) here")
     args = ap.parse_args()
 
@@ -67,7 +70,9 @@ def main() -> int:
     t0 = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory(prefix="mf-gate-noise-") as tmp:
-        for template, base in specs(Path(tmp)):
+        for template, base in specs(Path(tmp), args.instances):
+            if args.steps:
+                base = base.model_copy(update={"recipe": base.recipe.model_copy(update={"steps": args.steps})})
             tol = template.spec.rollout.gate.tolerance if args.tolerance is None else args.tolerance
             m0 = train(base, progress=False)
             edits = []
@@ -117,7 +122,8 @@ def main() -> int:
     report = "\n".join(
         [
             f"Run {started:%Y-%m-%d %H:%M} UTC, {wall / 60:.1f} min wall, {args.threads} torch threads, "
-            f"{args.null_edits} null edits per instance, tolerance {rows[0][3]:g}, confidence 0.95.",
+            f"{args.null_edits} null edits per instance, tolerance {rows[0][3]:g}, confidence 0.95, "
+            + (f"{args.steps} steps per run." if args.steps else "the quickstart's recipe (epochs) per run."),
             f"Load before the run: `{load}`; machine: {os.cpu_count()} CPUs.",
             "",
             *lines,
