@@ -168,3 +168,12 @@ def test_a_one_class_eval_fails_the_run_with_invalid_labels(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "eval.parquet" in err and "all labelled 0" in err
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_instances_sharing_a_template_seed_draw_their_own_noise(make_spec):
+    from modelfleet.trainer.train import run_seed
+
+    a = make_spec()
+    b = a.model_copy(update={"instance": "other"})
+    assert run_seed(a) == run_seed(a.model_copy()) and run_seed(a) != run_seed(b)
+    assert run_seed(a) != run_seed(a.model_copy(update={"recipe": a.recipe.model_copy(update={"seed": 4})}))
