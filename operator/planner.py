@@ -136,10 +136,17 @@ class _View:
     message: str = ""
     gate_failed: str | None = None
     comparison: Comparison | None = None  # of the run gated in this plan
+    gate_reason: str | None = None  # one of the GATE_* values when gate_failed
     promote: TrainingRun | None = None
     created: CreateRun | None = None
     restart: bool = False
     decided: bool = False  # an action-level Event was emitted for it this plan
+
+
+# Why the gate kept a model from promotion: bounded values for metrics (`gateReason` in
+# `plan.instances`, `modelfleet_gate_failures_total{reason}`).
+GATE_NO_NE, GATE_ABOVE_MAX_NE, GATE_WORSE_THAN_PROMOTED = "no_ne", "above_max_ne", "worse_than_promoted"
+GATE_INTERVAL_ABOVE_TOLERANCE = "interval_above_tolerance"  # the paired interval's upper bound
 
 
 def paired(comparison: Comparison | None, promoted_uri: str | None) -> Comparison | None:
@@ -157,8 +164,8 @@ def gate(
     new_ne: float | None,
     comparison: Comparison | None = None,
     promoted_uri: str | None = None,
-) -> str | None:
-    """None when a model with `new_ne` may replace the promoted one; else why not.
+) -> tuple[str, str] | None:
+    """None when a model with `new_ne` may replace the promoted one; else (reason, why not).
 
     With a paired comparison against the promoted model: promoted when the upper bound of the
     relative NE change's interval is at most `gate.tolerance` (not worse by more than the
@@ -167,16 +174,16 @@ def gate(
     """
     g = template.spec.rollout.gate
     if new_ne is None or not math.isfinite(new_ne):
-        return f"the run's NE is {new_ne}: undefined, so it can never be promoted"
+        return GATE_NO_NE, f"the run's NE is {new_ne}: undefined, so it can never be promoted"
     old = _ne(promoted_metrics) if promoted_revision else None
     if old is None:
         if g.max_ne is not None and new_ne > g.max_ne:
-            return f"NE {new_ne:.4f} is above rollout.gate.maxNe {g.max_ne:.4f} for a first model"
+            return GATE_ABOVE_MAX_NE, f"NE {new_ne:.4f} is above rollout.gate.maxNe {g.max_ne:.4f} for a first model"
         return None
     c = paired(comparison, promoted_uri)
     if c is not None:
         if c.relative_ne_high > g.tolerance:  # type: ignore[operator]
-            return (
+            return GATE_INTERVAL_ABOVE_TOLERANCE, (
                 f"NE {new_ne:.4f} vs the promoted model's {c.baseline_ne:.4f} (revision {promoted_revision}) "
                 f"on the same {c.examples} eval examples: change {c.relative_ne_change:+.2%}, "
                 f"{c.confidence:.0%} interval [{c.relative_ne_low:+.2%}, {c.relative_ne_high:+.2%}]; its upper "
@@ -185,7 +192,7 @@ def gate(
         return None
     limit = old * (1 + g.tolerance)
     if new_ne > limit:
-        return (
+        return GATE_WORSE_THAN_PROMOTED, (
             f"NE {new_ne:.4f} is worse than the promoted model's NE {old:.4f} (revision {promoted_revision}) "
             f"by more than the tolerance {g.tolerance:g}; keeping the promoted model"
         )
@@ -315,10 +322,11 @@ def plan_template(
             metrics = cur.status.metrics if cur.status else None
             v.comparison = cur.status.comparison if cur.status else None
             ist = v.inst.status
-            why = gate(template, ist.metrics if ist else None, v.promoted, _ne(metrics), v.comparison, ist.model_uri if ist else None)
-            if why is None:
+            failed = gate(template, ist.metrics if ist else None, v.promoted, _ne(metrics), v.comparison, ist.model_uri if ist else None)
+            if failed is None:
                 v.promote = cur
             else:
+                v.gate_reason, why = failed
                 v.gate_failed = f"run {cur.metadata.name}: {why}"
                 if counts:
                     failures.append(cur.metadata.name)
@@ -522,6 +530,7 @@ def plan_template(
             "techniques": sorted(t.name for t in v.spec.techniques) if v.spec else [],
             "promotedTechniques": list(v.inst.status.techniques) if v.inst.status else [],
             "wave": v.created.wave if v.created else None,
+            "gateReason": v.gate_reason if v.state == "GateFailed" else None,
         }
 
     # --- template status -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from op_world import World, instance, template
 from test_op_planner import NEW_TECHS, cond, converge, finish_all, retemplate
 
 from modelfleet.api.resources import Comparison
-from modelfleet.operator.planner import gate
+from modelfleet.operator.planner import GATE_INTERVAL_ABOVE_TOLERANCE, GATE_NO_NE, GATE_WORSE_THAN_PROMOTED, gate
 
 
 def comparison(uri: str | None, change: float, half: float, **kw: Any) -> dict[str, Any]:
@@ -62,8 +62,8 @@ def _gate(tol: float, new_ne: float, c: dict | None, promoted_uri: str | None = 
 
 def test_paired_upper_bound_decides_not_the_point_nes():
     # point rule would pass (0.8008 <= 0.8 * 1.002), but the interval reaches +2.1 %
-    why = _gate(0.002, 0.8008, comparison("/o/m0-old", 0.001, 0.02))
-    assert why and "481 eval examples" in why and "[-1.90%, +2.10%]" in why and "0.20%" in why
+    reason, why = _gate(0.002, 0.8008, comparison("/o/m0-old", 0.001, 0.02))
+    assert reason == GATE_INTERVAL_ABOVE_TOLERANCE and "481 eval examples" in why and "[-1.90%, +2.10%]" in why and "0.20%" in why
     # point rule would hold back (0.808 > 0.8016), but the interval is below the tolerance
     assert _gate(0.002, 0.808, comparison("/o/m0-old", -0.01, 0.005)) is None
 
@@ -73,15 +73,16 @@ def test_without_a_usable_pairing_the_point_rule_applies():
     assert _gate(0.002, 0.8008, stale) is None
     changed = {"baselineUri": "/o/m0-old", "paired": False, "reason": "the eval sets differ"}
     assert _gate(0.002, 0.8008, changed) is None
-    assert "tolerance 0.002" in _gate(0.002, 0.81, changed)
+    reason, why = _gate(0.002, 0.81, changed)
+    assert reason == GATE_WORSE_THAN_PROMOTED and "tolerance 0.002" in why
     assert _gate(0.002, 0.8008, None) is None
 
 
 @pytest.mark.parametrize("ne", [None, math.nan, math.inf])
 def test_an_undefined_ne_is_never_promoted_even_without_max_ne(ne):
     t = template()
-    assert "undefined" in gate(t, None, None, ne)  # a first model, maxNe unset
-    assert "undefined" in gate(t, {"ne": 0.8}, "old", ne)
+    for failed in (gate(t, None, None, ne), gate(t, {"ne": 0.8}, "old", ne)):  # first model (maxNe unset), then not
+        assert failed is not None and failed[0] == GATE_NO_NE and "undefined" in failed[1]
 
 
 # --- the world: statuses, conditions, Events -------------------------------------------------------
