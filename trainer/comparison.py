@@ -2,8 +2,8 @@
 
 `gate_report(spec, p, y)` is the trainer's one call after evaluation. It writes
 `<outputUri>/predictions.parquet` (label and prediction of the first task per eval example, in
-the eval split's deterministic order) and returns what goes into metrics.json: the NE's bootstrap
-interval (`neLow`, `neHigh`) and, when the spec names a baseline, `comparison` -- the paired
+the eval split's deterministic order) and returns what goes into metrics.json: the positives, the
+NE's bootstrap interval (`neLow`, `neHigh`), the labels' hash and, when the spec names a baseline, `comparison` -- the paired
 comparison with the baseline's stored predictions on the same examples, or the reason there is
 none (no predictions stored, or a different eval set: the data changed). numpy + pyarrow only.
 """
@@ -74,7 +74,7 @@ def gate_report(spec: TrainingSpec, p: np.ndarray, y: np.ndarray) -> dict[str, A
     confidence = spec.gate_confidence or DEFAULT_CONFIDENCE
     write_predictions(spec.output_uri, p, y)
     lo, hi = evaluate.ne_interval(p, y, confidence=confidence, resamples=RESAMPLES)
-    out: dict[str, Any] = {"neLow": lo, "neHigh": hi, "evalLabelsHash": labels_hash(y)}
+    out: dict[str, Any] = {"positives": int(np.sum(y)), "neLow": lo, "neHigh": hi, "evalLabelsHash": labels_hash(y)}
     if spec.baseline_uri:
         out["comparison"] = compare(spec.baseline_uri, p, y, confidence=confidence)
     return out

@@ -57,7 +57,6 @@ def metrics(p: np.ndarray, y: np.ndarray) -> dict[str, float | int | None]:
         "auc": auc(p, y),
         "calibration": calibration(p, y),
         "examples": int(len(y)),
-        "positives": int(np.sum(y)),
     }
 
 
