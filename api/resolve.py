@@ -105,4 +105,7 @@ def resolve_training_spec(
         recipe=effective.recipe,
         data=data,
         output_uri=output_uri,
+        # the promoted model to be scored against (paired gate); not part of the revision
+        baseline_uri=instance.status.model_uri if instance.status else None,
+        gate_confidence=template.spec.rollout.gate.confidence,
     )

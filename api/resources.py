@@ -88,6 +88,31 @@ class Metrics(SpecModel):
         None, ge=0, description="Malformed rows the trainer skipped (within recipe.maxBadRowFraction), all data URIs."
     )
     first_bad_row: BadRow | None = Field(None, description="The first malformed row: file, row and what is wrong.")
+    positives: int | None = Field(None, description="Positive labels among the held-out examples.")
+    ne_low: float | None = Field(None, description="Lower bound of NE's bootstrap interval (at rollout.gate.confidence).")
+    ne_high: float | None = Field(None, description="Upper bound of NE's bootstrap interval.")
+
+
+class Comparison(SpecModel):
+    """A new model against a baseline (the promoted model when its run was created), paired on
+    the same eval examples: per-example log losses resampled together (paired bootstrap)."""
+
+    baseline_uri: str | None = Field(None, description="Output URI of the baseline model.")
+    paired: bool = Field(False, description="Both models were scored on the same eval examples.")
+    reason: str | None = Field(None, description="Why there is no paired interval (e.g. the data changed).")
+    confidence: float | None = Field(None, description="Confidence of the intervals (two-sided).")
+    ne: float | None = Field(None, description="NE of the new model.")
+    baseline_ne: float | None = Field(None, description="NE of the baseline on the same examples.")
+    delta_ne: float | None = Field(None, description="NE(new) - NE(baseline).")
+    delta_ne_low: float | None = None
+    delta_ne_high: float | None = None
+    relative_ne_change: float | None = Field(None, description="NE(new) / NE(baseline) - 1 (negative is better).")
+    relative_ne_low: float | None = None
+    relative_ne_high: float | None = Field(None, description="Upper bound the gate holds against rollout.gate.tolerance.")
+    half_width: float | None = Field(None, description="Half-width of the relative NE change's interval.")
+    resamples: int | None = None
+    examples: int | None = None
+    positives: int | None = None
 
 
 # --- ModelTemplate ---------------------------------------------------------------------------
@@ -101,11 +126,16 @@ class CanarySpec(SpecModel):
 
 
 class GateSpec(SpecModel):
-    """A new model is promoted only if its NE is not worse than the promoted one's by more than this."""
+    """A new model is promoted only if its NE is not worse than the promoted one's by more than
+    the tolerance: with a paired comparison on the same eval examples, the upper bound of the
+    relative NE change's interval at `confidence`; without one, the point NEs."""
 
     metric: Literal["ne"] = "ne"
     tolerance: float = Field(
         0.0, ge=0, le=1, description="Allowed relative NE regression, e.g. 0.002 = 0.2 %."
+    )
+    confidence: float = Field(
+        0.95, ge=0.5, lt=1, description="Confidence of the paired interval the gate decides on (two-sided)."
     )
     max_ne: float | None = Field(
         None, gt=0, description="Absolute NE ceiling for a first model (no promoted model yet)."
@@ -190,7 +220,9 @@ class ModelTemplateStatus(SpecModel):
     failed: int = 0
     blocked: int = 0
     wave: int = Field(0, description="Rollout wave: 0 none, 1 canary, 2+ waves after it.")
-    rollout_phase: str | None = Field(None, description="Idle, Canary, Rolling, Paused or Complete.")
+    rollout_phase: str | None = Field(
+        None, description="Idle, Canary, Rolling, Paused, Complete, or Failed (ended with failed or gate-failed instances)."
+    )
     techniques: list[TechniqueAdoption] = Field(default_factory=list)
     revision_changed_at: str | None = None
 
@@ -245,6 +277,9 @@ class ModelInstanceStatus(SpecModel):
     techniques: list[str] = Field(default_factory=list, description="Techniques of the promoted model.")
     estimated_flops_per_example: int | None = None
     last_run_phase: str | None = None
+    comparison: Comparison | None = Field(
+        None, description="The paired comparison behind the last gate decision (promoted or held back)."
+    )
 
 
 # --- TrainingRun -----------------------------------------------------------------------------
@@ -281,6 +316,7 @@ class TrainingRunStatus(SpecModel):
     start_time: str | None = None
     finish_time: str | None = None
     metrics: Metrics | None = None
+    comparison: Comparison | None = Field(None, description="This run's model against its baseline (spec.training.baselineUri).")
     message: str | None = None
     reason: str | None = None
 
@@ -418,6 +454,8 @@ class TrainingRun(Resource):
         {"name": "Start", "type": "date", "jsonPath": ".status.startTime"},
         {"name": "Finish", "type": "date", "jsonPath": ".status.finishTime"},
         _AGE,
+        {"name": "dNE", "type": "number", "jsonPath": ".status.comparison.relativeNeChange", "priority": 1},
+        {"name": "dNE-High", "type": "number", "jsonPath": ".status.comparison.relativeNeHigh", "priority": 1},
         {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "priority": 1},
         {"name": "App", "type": "string", "jsonPath": ".status.appHandle", "priority": 1},
         {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},

@@ -34,9 +34,12 @@ Decisions, per template revision R (see docs/architecture.md for the why):
 - pause: `rollout.paused`, or failed + gate-failed runs of R >= max(1, failureBudget).
 - a run in flight for a revision the instance no longer wants is superseded: Cancel -> CancelRun
   (Superseded); Finish -> it finishes (the instance's next run waits) and is never promoted.
-- a succeeded run at the desired revision is promoted if the gate holds (NE not worse than the
-  promoted model's by more than `gate.tolerance`, relative; a first model must meet `gate.maxNe`
-  when set); otherwise the old model stays and the instance says `GateFailed` with both NEs.
+- a succeeded run at the desired revision is promoted if the gate holds (`gate()`: with a paired
+  comparison against the promoted model, the upper bound of its relative NE change's interval is
+  at most `gate.tolerance`; else the point NEs within the tolerance; a first model must meet
+  `gate.maxNe` when set; an undefined NE never passes); otherwise the old model stays and the
+  instance says `GateFailed` with both NEs. An eval set whose interval is wider than the
+  tolerance gets the `GateUnderpowered` condition and one Warning.
 - finished runs beyond `runHistoryLimit` per instance, or older than `ttlSecondsAfterFinished`
   (except the newest), are deleted; never the promoted run, the desired revision's run or one in
   flight.
@@ -60,6 +63,7 @@ from typing import Any
 from modelfleet.api.resolve import instance_revision, template_revision
 from modelfleet.api.resources import (
     FINISHED_PHASES,
+    Comparison,
     ModelInstance,
     ModelTemplate,
     TrainingRun,
@@ -79,6 +83,7 @@ from modelfleet.operator.validation import Problem, check_instance, validate_tem
 from modelfleet.trainer.spec import TrainingSpec
 
 LABEL_WAVE = "modelfleet.dev/wave"  # 1 = canary, 2+ = the waves after it
+GATE_UNDERPOWERED = "GateUnderpowered"  # a warning condition beside Ready/Reconciling/Stalled
 RESTART_SECONDS = 2.0  # how soon to look again after deleting a stale run that must be re-made
 
 Estimate = Callable[[TrainingSpec], Any]
@@ -137,6 +142,7 @@ class _View:
     reason: str = ""
     message: str = ""
     gate_failed: str | None = None
+    comparison: Comparison | None = None  # of the run gated in this plan
     gate_reason: str | None = None  # one of the GATE_* values when gate_failed
     promote: TrainingRun | None = None
     created: CreateRun | None = None
@@ -147,19 +153,49 @@ class _View:
 # Why the gate kept a model from promotion: bounded values for metrics (`gateReason` in
 # `plan.instances`, `modelfleet_gate_failures_total{reason}`).
 GATE_NO_NE, GATE_ABOVE_MAX_NE, GATE_WORSE_THAN_PROMOTED = "no_ne", "above_max_ne", "worse_than_promoted"
+GATE_INTERVAL_ABOVE_TOLERANCE = "interval_above_tolerance"  # the paired interval's upper bound
+
+
+def paired(comparison: Comparison | None, promoted_uri: str | None) -> Comparison | None:
+    """The run's comparison when it can decide the gate: paired on the same eval examples, against
+    the model that is promoted now (a stale baseline, e.g. after a rollback, cannot)."""
+    if comparison is None or not comparison.paired or comparison.relative_ne_high is None:
+        return None
+    return comparison if promoted_uri and comparison.baseline_uri == promoted_uri else None
 
 
 def gate(
-    template: ModelTemplate, promoted_metrics: Any, promoted_revision: str | None, new_ne: float | None
+    template: ModelTemplate,
+    promoted_metrics: Any,
+    promoted_revision: str | None,
+    new_ne: float | None,
+    comparison: Comparison | None = None,
+    promoted_uri: str | None = None,
 ) -> tuple[str, str] | None:
-    """None when a model with `new_ne` may replace the promoted one; else (reason, why not)."""
+    """None when a model with `new_ne` may replace the promoted one; else (reason, why not).
+
+    With a paired comparison against the promoted model: promoted when the upper bound of the
+    relative NE change's interval is at most `gate.tolerance` (not worse by more than the
+    tolerance, at `gate.confidence`). Without one (a first model, changed data, no predictions):
+    the point rule on the two recorded NEs.
+    """
     g = template.spec.rollout.gate
-    if new_ne is None:
-        return GATE_NO_NE, "the run reported no NE"
+    if new_ne is None or not math.isfinite(new_ne):
+        return GATE_NO_NE, f"the run's NE is {new_ne}: undefined, so it can never be promoted"
     old = _ne(promoted_metrics) if promoted_revision else None
     if old is None:
         if g.max_ne is not None and new_ne > g.max_ne:
             return GATE_ABOVE_MAX_NE, f"NE {new_ne:.4f} is above rollout.gate.maxNe {g.max_ne:.4f} for a first model"
+        return None
+    c = paired(comparison, promoted_uri)
+    if c is not None:
+        if c.relative_ne_high > g.tolerance:  # type: ignore[operator]
+            return GATE_INTERVAL_ABOVE_TOLERANCE, (
+                f"NE {new_ne:.4f} vs the promoted model's {c.baseline_ne:.4f} (revision {promoted_revision}) "
+                f"on the same {c.examples} eval examples: change {c.relative_ne_change:+.2%}, "
+                f"{c.confidence:.0%} interval [{c.relative_ne_low:+.2%}, {c.relative_ne_high:+.2%}]; its upper "
+                f"bound is above rollout.gate.tolerance {g.tolerance:.2%}; keeping the promoted model"
+            )
         return None
     limit = old * (1 + g.tolerance)
     if new_ne > limit:
@@ -168,6 +204,28 @@ def gate(
             f"by more than the tolerance {g.tolerance:g}; keeping the promoted model"
         )
     return None
+
+
+def underpowered(template: ModelTemplate, comparison: Comparison | None) -> str | None:
+    """Why this instance's eval set is too small for the gate's tolerance, or None.
+
+    The paired interval's half-width is the smallest change the gate can tell from noise; wider
+    than a (non-zero) tolerance, a model as good as the promoted one cannot pass and a regression
+    within the tolerance cannot be seen. A zero tolerance asks for an improvement beyond noise
+    by design and is not flagged.
+    """
+    g = template.spec.rollout.gate
+    if comparison is None or not comparison.paired or comparison.half_width is None or g.tolerance <= 0:
+        return None
+    hw = comparison.half_width
+    if hw <= g.tolerance:
+        return None
+    return (
+        f"the eval set is too small for rollout.gate.tolerance {g.tolerance:.2%}: {comparison.examples} "
+        f"examples, {comparison.positives} positives; the paired {comparison.confidence:.0%} interval of the "
+        f"NE change has half-width {hw:.2%}, wider than the tolerance, so only a model better by about "
+        f"{hw - g.tolerance:.2%} can pass; more eval data (data.evalUri, data.evalFraction) narrows it"
+    )
 
 
 def canary_count(template: ModelTemplate, eligible: int) -> int:
@@ -279,7 +337,9 @@ def plan_template(
         counts = cur.spec.template_revision == revision
         if phase == "Succeeded":
             metrics = cur.status.metrics if cur.status else None
-            failed = gate(template, v.inst.status.metrics if v.inst.status else None, v.promoted, _ne(metrics))
+            v.comparison = cur.status.comparison if cur.status else None
+            ist = v.inst.status
+            failed = gate(template, ist.metrics if ist else None, v.promoted, _ne(metrics), v.comparison, ist.model_uri if ist else None)
             if failed is None:
                 v.promote = cur
             else:
@@ -455,7 +515,7 @@ def plan_template(
             counts["failed"] += 1
         elif v.state in ("Blocked", "Invalid"):
             counts["blocked"] += 1
-        new = _instance_status(v, revision, now)
+        new = _instance_status(v, template, revision, now)
         techniques = new.get("techniques", v.inst.status.techniques if v.inst.status else [])
         if v.promoted or v.promote:
             for t in techniques or ():
@@ -476,6 +536,9 @@ def plan_template(
             if not v.decided and not routine and (old_ready.get("reason"), old_ready.get("message")) != (v.reason, v.message):
                 bad = v.state in ("Failed", "GateFailed", "Blocked", "Invalid")
                 plan.actions.append(Event("ModelInstance", v.name, "Warning" if bad else "Normal", v.reason, v.message))
+            weak = st.find(new.get("conditions"), GATE_UNDERPOWERED)
+            if weak and (st.find(old.get("conditions"), GATE_UNDERPOWERED) or {}).get("status") != "True":
+                plan.actions.append(Event("ModelInstance", v.name, "Warning", GATE_UNDERPOWERED, weak["message"]))
         plan.instances[v.name] = {
             "state": v.state,
             "reason": v.reason,
@@ -502,8 +565,8 @@ def plan_template(
         phase = "Canary"
     elif waiting or counts["training"]:
         phase = "Rolling"
-    else:
-        phase = "Complete"
+    else:  # nothing moves any more: the rollout ended, and is only complete if nothing failed
+        phase = "Failed" if counts["failed"] else "Complete"
     summary = (
         f"{counts['upToDate']}/{total} instances at revision {revision}; {counts['training']} training, "
         f"{waiting} waiting, {counts['failed']} failed, {counts['blocked']} blocked"
@@ -520,9 +583,14 @@ def plan_template(
     elif phase in ("Canary", "Rolling"):
         reason = "CanaryRunning" if phase == "Canary" else "RollingOut"
         conds = (("False", reason, summary), ("True", reason, summary), ("False", reason, ""))
-    elif counts["failed"]:
-        bad = _names([f"{v.name} ({v.reason})" for v in views if v.state in ("Failed", "GateFailed")])
-        text = f"{summary}; failed: {bad}"
+    elif phase == "Failed":
+        failed = [v for v in views if v.state in ("Failed", "GateFailed")]
+        n_gate = sum(1 for v in failed if v.state == "GateFailed")
+        bad = _names([f"{v.name} ({v.reason})" for v in failed])
+        text = (
+            f"the rollout of {revision} ended with {n_gate} gate failure(s) and {len(failed) - n_gate} run "
+            f"failure(s); {summary}; failed: {bad}"
+        )
         conds = (("False", "InstancesFailed", text), ("False", "InstancesFailed", ""), ("True", "InstancesFailed", text))
     else:
         conds = (("True", "RolloutComplete", summary), ("False", "RolloutComplete", ""), ("False", "RolloutComplete", ""))
@@ -613,7 +681,7 @@ def _conclude(
         )
 
 
-def _instance_status(v: _View, revision: str, now: dt.datetime) -> dict[str, Any]:
+def _instance_status(v: _View, template: ModelTemplate, revision: str, now: dt.datetime) -> dict[str, Any]:
     gen = v.inst.metadata.generation
     old = v.inst.status
     previous = [c.model_dump(mode="json", by_alias=True) for c in old.conditions] if old else []
@@ -644,4 +712,9 @@ def _instance_status(v: _View, revision: str, now: dt.datetime) -> dict[str, Any
         out["techniques"] = sorted(t.name for t in run.spec.training.techniques)
     if v.current is not None and not _in_flight(v.current) and not v.restart:
         out["lastRunPhase"] = _phase(v.current)
+    if v.promote is not None or v.gate_failed:
+        out["comparison"] = v.comparison.model_dump(mode="json", by_alias=True, exclude_none=True) if v.comparison else None
+    weak = underpowered(template, v.comparison if "comparison" in out else (old.comparison if old else None))
+    if weak:
+        conds.append(st.condition(GATE_UNDERPOWERED, "True", GATE_UNDERPOWERED, weak, gen, now, previous))
     return out

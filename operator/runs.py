@@ -27,8 +27,10 @@ Lifecycle:
   exit code, `trainer/report.py`), or the trainer's `failure.json` under the run's outputUri names
   a permanent code. failure.json's message (which names the field) wins when it is readable; a
   file older than the run (left by a deleted run of the same name) is ignored.
-- the job succeeded: metrics.json is read into `status.metrics`; a succeeded job without metrics
-  is a failed run (reason MetricsMissing) -- a model nobody can gate is never promoted.
+- the job succeeded: metrics.json is read into `status.metrics` (its paired `comparison` into
+  `status.comparison`); a succeeded job without metrics is a failed run (reason MetricsMissing),
+  and one whose NE is absent, not finite or undefined (empty or one-class eval) is Failed with
+  reason MetricUndefined -- a model nobody can gate is never promoted.
 - a finished run is left alone.
 - Events: Warnings (a pending job's problem, a failure, a retry), adoption after a restart and
   cancellation. A routine submit, start or success is in the status alone: at thousands of runs
@@ -47,11 +49,12 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelfleet.api.resources import FINISHED_PHASES, Metrics, RolloutSpec, TrainingRun
+from modelfleet.api.resources import FINISHED_PHASES, Comparison, Metrics, RolloutSpec, TrainingRun
 from modelfleet.operator.actions import Event
 from modelfleet.operator.naming import (
     LABEL_ATTEMPT,
@@ -160,6 +163,30 @@ def _metrics(raw: dict[str, Any]) -> dict[str, Any]:
     return Metrics.model_validate(known).model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def metric_undefined(raw: dict[str, Any]) -> str | None:
+    """Why metrics.json's NE cannot gate anything (absent, not finite, empty or one-class eval), or None."""
+    ne = raw.get("ne")
+    if not isinstance(ne, int | float) or isinstance(ne, bool):
+        return f"its NE is {'absent' if ne is None else repr(ne)}"
+    if not math.isfinite(ne) or ne <= 0:
+        return f"its NE is {ne!r}, not a finite positive number"
+    n, pos = raw.get("examples"), raw.get("positives")
+    if n == 0:
+        return "it evaluated 0 examples: NE is undefined"
+    if isinstance(n, int) and isinstance(pos, int) and pos in (0, n):
+        return f"its {n} eval examples are all of one class ({pos} positives): NE is undefined (NE {ne:.4g})"
+    return None
+
+
+def _comparison(raw: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's `comparison`, as `status.comparison` holds it (non-finite numbers dropped)."""
+    keep = {k: v for k, v in raw.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    fields = {f.alias or n for n, f in Comparison.model_fields.items()}
+    return Comparison.model_validate({k: v for k, v in keep.items() if k in fields}).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+
+
 def _event(run: TrainingRun, type_: str, reason: str, message: str) -> Event:
     return Event("TrainingRun", run.metadata.name, type_, reason, message)  # type: ignore[arg-type]
 
@@ -173,6 +200,14 @@ def job_labels(run: TrainingRun, attempt: int) -> dict[str, str]:
     labels[LABEL_RUN] = label_value(run.metadata.name)
     labels[LABEL_ATTEMPT] = str(attempt)
     return labels
+
+
+def _failed_for_good(run: TrainingRun, attempt: int, reason: str, text: str, now: dt.datetime) -> RunUpdate:
+    return RunUpdate(
+        {"phase": "Failed", "attempts": attempt, "finishTime": timestamp(now), "reason": reason, "message": text},
+        [_event(run, "Warning", reason, f"{run.metadata.name}: {text}")],
+        None,
+    )
 
 
 def _failed(
@@ -283,27 +318,26 @@ def reconcile_run(
         return RunUpdate({"phase": job, "reason": reason, "message": message}, events, poll_seconds)
     if job == "Succeeded":
         raw = read_metrics(run.spec.training.output_uri)
+        # Retrying cannot make a finished job write its metrics, nor make an undefined NE defined
+        # on the same eval set: both fail for good.
         if not raw:
-            # Retrying cannot make a finished job write its metrics: fail for good.
             text = f"the job succeeded but wrote no metrics.json under {run.spec.training.output_uri}"
-            return RunUpdate(
-                {"phase": "Failed", "attempts": attempt, "finishTime": timestamp(now), "reason": "MetricsMissing", "message": text},
-                [_event(run, "Warning", "MetricsMissing", f"{name}: {text}")],
-                None,
-            )
+            return _failed_for_good(run, attempt, "MetricsMissing", text, now)
+        undefined = metric_undefined(raw)
+        if undefined:
+            text = f"the job succeeded but {undefined} (metrics.json under {run.spec.training.output_uri})"
+            return _failed_for_good(run, attempt, "MetricUndefined", text, now)
         metrics = _metrics(raw)
-        ne = metrics.get("ne")
-        return RunUpdate(
-            {
-                "phase": "Succeeded",
-                "finishTime": timestamp(now),
-                "metrics": metrics,
-                "reason": "Succeeded",
-                "message": f"trained in {attempt} attempt(s); NE {ne:.4f}" if ne is not None else f"trained in {attempt} attempt(s)",
-            },
-            [],
-            None,
-        )
+        patch = {
+            "phase": "Succeeded",
+            "finishTime": timestamp(now),
+            "metrics": metrics,
+            "reason": "Succeeded",
+            "message": f"trained in {attempt} attempt(s); NE {metrics['ne']:.4f}",
+        }
+        if isinstance(raw.get("comparison"), dict):
+            patch["comparison"] = _comparison(raw["comparison"])
+        return RunUpdate(patch, [], None)
     if job == "Cancelled":
         reason, message = reason or "JobCancelled", message or f"job {handle} was cancelled outside modelfleet"
     elif job == "Unknown":

@@ -708,6 +708,12 @@ def _synthetic_chunks(spec: TrainingSpec, buckets: int) -> Iterator[Chunk]:
 # --- the stream ------------------------------------------------------------------------------
 
 
+# The held-out rows depend on the data alone, not on recipe.seed: models of one instance must be
+# scored on the same examples for the gate's paired comparison (a seed edit is a null edit).
+# Not 0: with 0 the hash of row 0 is 0, so the first row would be held out at any evalFraction.
+SPLIT_SEED = 0x2545F491
+
+
 def _is_eval(start: int, n: int, fraction: float, seed: int) -> np.ndarray:
     idx = np.arange(start, start + n, dtype=np.uint64)
     h = (idx * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed)) & np.uint64(0xFFFFFFFF)
@@ -777,7 +783,7 @@ class Dataset:
             self.rows_read += n
             keep = np.ones(n, dtype=bool)
             if self.split_here:
-                ev = _is_eval(pos, n, d.eval_fraction, self.spec.recipe.seed)
+                ev = _is_eval(pos, n, d.eval_fraction, SPLIT_SEED)
                 keep = ev if self.split == "eval" else ~ev
             if self.world > 1 and self.split == "train":
                 keep &= (np.arange(pos, pos + n) % self.world) == self.rank

@@ -26,6 +26,7 @@ from modelfleet.trainer.spec import SpecModel
 
 METRICS_FILE = "metrics.json"  # written last, only by a run that succeeded
 FAILURE_FILE = "failure.json"  # {code, reason, field, message}: why a run failed for good
+PREDICTIONS_FILE = "predictions.parquet"  # label, prediction per eval example, in eval order
 
 
 class ExitCode(IntEnum):
@@ -139,6 +140,12 @@ class TrainingReport(TaskMetrics):
     first_bad_row: BadRow | None = None
     data: list[SourceReport] = Field(default_factory=list, description="Per data URI read.")
     tasks: dict[str, TaskMetrics] | None = Field(None, description="Per task, for multi-task models.")
+    # the gate's evidence (trainer/comparison.py)
+    positives: int | None = Field(None, description="Positive labels among the held-out examples.")
+    ne_low: float | None = Field(None, description="Lower bound of NE's bootstrap interval (spec.gateConfidence).")
+    ne_high: float | None = Field(None, description="Upper bound of NE's bootstrap interval.")
+    eval_labels_hash: str | None = Field(None, description="Hash of the eval labels in eval order: identifies the eval set.")
+    comparison: dict[str, Any] | None = Field(None, description="Paired comparison with spec.baselineUri's model.")
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

@@ -477,6 +477,17 @@ class TrainingSpec(SpecModel):
     recipe: RecipeSpec = Field(default_factory=RecipeSpec)
     data: DataSpec
     output_uri: str = Field(..., description="fsspec URI for checkpoints, metrics.json and the spec.")
+    baseline_uri: str | None = Field(
+        None,
+        description=(
+            "Output URI of the model this run is to be compared with (the instance's promoted model "
+            "when the run was created): the trainer scores both on the same eval examples and "
+            "reports the paired NE change with its interval in metrics.json `comparison`."
+        ),
+    )
+    gate_confidence: float | None = Field(
+        None, ge=0.5, lt=1, description="Confidence of the NE intervals (the template's rollout.gate.confidence); 0.95 when unset."
+    )
 
     def label_columns(self) -> list[str]:
         return [t.label_column or self.event for t in self.architecture.tasks]

@@ -9,6 +9,7 @@ uninterrupted one. Rank 0 evaluates and writes `metrics.json` and `spec.json`.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -24,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from modelfleet.trainer import evaluate
+from modelfleet.trainer import comparison, evaluate
 from modelfleet.trainer.components.model import RankingModel
 from modelfleet.trainer.data import DATA_LAYOUT, Chunk, Dataset, DataStats, DenseTransform, Features, batches
 from modelfleet.trainer.preflight import check_spec_data
@@ -266,6 +267,13 @@ def _save(fs: fsspec.AbstractFileSystem, path: str, state: dict[str, Any], keep:
 # --- the loop ---------------------------------------------------------------------------------
 
 
+def run_seed(spec: TrainingSpec) -> int:
+    """recipe.seed mixed with the instance name: instances sharing a template's seed draw
+    independent initialisations and data orders, so their noise does not move together."""
+    digest = hashlib.blake2b(f"{spec.recipe.seed}/{spec.instance}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
+
+
 def _log(msg: str) -> None:
     print(f"[modelfleet.train] {msg}", file=sys.stderr, flush=True)
 
@@ -344,8 +352,9 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
     if r.precision == "bf16" and not cuda:
         _log("recipe.precision bf16 asks for CUDA; training fp32 on CPU")
 
-    torch.manual_seed(r.seed)
-    np.random.seed(r.seed)
+    seed = run_seed(spec)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
     plan = resolve_plan(spec)
     cost = plan_cost(plan)
     fs, out = fsspec.core.url_to_fs(spec.output_uri)
@@ -436,7 +445,7 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
     batch_in_epoch = skip
     t0 = time.perf_counter()
     while step < total_steps:
-        rng = np.random.default_rng([r.seed, epoch, rank])
+        rng = np.random.default_rng([seed, epoch, rank])
         seen = 0
         ended = True  # the epoch's data ran out (vs. the step budget)
         synced_end = False
@@ -495,10 +504,17 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
         if ema is not None:
             ema.swap()  # evaluate (and export) the averaged weights
         p, y = predict(model, eval_data, transform, r.eval_batch_size, device, use_bf16)
+        where = spec.data.eval_uri or spec.data.train_uri or "the synthetic data"
+        try:
+            evaluate.check_defined(y[:, 0], f"the eval split of {where}")
+        except evaluate.MetricUndefined as exc:
+            field = "spec.data.evalUri" if spec.data.eval_uri else "spec.data.evalFraction"
+            raise TrainingError(ExitCode.INVALID_LABELS, field, str(exc)) from None
         m = evaluate.metrics(p[:, 0], y[:, 0])
         sources = stats.reports()
         first_bad = next((s.first_bad_row for s in sources if s.first_bad_row is not None), None)
         report = TrainingReport(
+            **comparison.gate_report(spec, p[:, 0], y[:, 0]),
             **m,
             flops_per_example=cost.flops_per_example,
             params=cost.params,
