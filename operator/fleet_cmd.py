@@ -6,8 +6,8 @@
 
 All three only read: the `modelfleet local` state folder (default `.modelfleet/`), or with
 `--cluster` the cluster (list and get calls, plus pod logs for `logs`). `status` is the fleet at a
-glance: per instance its template, promoted revision, NE (with the gate's interval when the run
-reported one), where the promoted model is, its state and when that last changed. `logs` prints a
+glance: per instance its template, promoted revision, NE (± half its bootstrap interval when the
+run reported one; the paired NE change of the last gate decision in -o json/yaml), where the promoted model is, its state and when that last changed. `logs` prints a
 run's training logs (NAME is a TrainingRun, or a ModelInstance: its active run, else its newest).
 `report` writes `report.png` (NE per instance across the revisions its runs trained, and the
 technique adoption matrix) and `report.html` (the same, with the tables).
@@ -128,24 +128,18 @@ def _ready(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _interval(metrics: dict[str, Any]) -> tuple[float, float] | None:
-    """The gate's interval of NE change, when the run reported one (paired comparison)."""
-    comp = metrics.get("comparison") or {}
-    low, high = comp.get("relNeLow", comp.get("deltaNeLow")), comp.get("relNeHigh", comp.get("deltaNeHigh"))
+    """NE's bootstrap interval (at the gate's confidence), when the run reported one."""
+    low, high = metrics.get("neLow"), metrics.get("neHigh")
     return (float(low), float(high)) if low is not None and high is not None else None
 
 
 def status_rows(fleet: Fleet) -> list[dict[str, Any]]:
-    runs = {r["metadata"]["name"]: r for r in fleet.runs}
     rows = []
     for inst in sorted(fleet.instances, key=lambda b: b["metadata"]["name"]):
         s = inst.get("status") or {}
         ready = _ready(inst)
         metrics = s.get("metrics") or {}
-        promoted_run = next(
-            (r for r in runs.values() if r["spec"].get("instance") == inst["metadata"]["name"] and r["spec"].get("revision") == s.get("promotedRevision")),
-            None,
-        )
-        run_metrics = ((promoted_run or {}).get("status") or {}).get("metrics") or {}
+        comparison = s.get("comparison") or {}
         rows.append(
             {
                 "instance": inst["metadata"]["name"],
@@ -153,7 +147,13 @@ def status_rows(fleet: Fleet) -> list[dict[str, Any]]:
                 "revision": s.get("promotedRevision"),
                 "targetRevision": s.get("targetRevision"),
                 "ne": metrics.get("ne"),
-                "neInterval": _interval(run_metrics or metrics),
+                "neInterval": _interval(metrics),
+                "relativeNeChange": comparison.get("relativeNeChange"),
+                "relativeNeInterval": (
+                    (comparison["relativeNeLow"], comparison["relativeNeHigh"])
+                    if comparison.get("paired") and comparison.get("relativeNeHigh") is not None
+                    else None
+                ),
                 "modelUri": s.get("modelUri"),
                 "ready": ready.get("status", "Unknown"),
                 "reason": ready.get("reason"),
@@ -171,7 +171,7 @@ def _fmt_ne(row: dict[str, Any]) -> str:
     text = f"{row['ne']:.4f}"
     if row["neInterval"]:
         low, high = row["neInterval"]
-        text += f" [{low:+.2%}, {high:+.2%}]"
+        text += f"±{(high - low) / 2:.4f}"
     return text
 
 

@@ -44,7 +44,9 @@ def test_status_shows_revision_ne_model_and_state(trained):
     assert lines[1].split() == ["INSTANCE", "TEMPLATE", "REVISION", "NE", "READY", "REASON", "CHANGED", "MODEL"]
     row = lines[2].split()
     assert row[:3] == ["adult-wife", "adult-ctr", inst["promotedRevision"]]
-    assert float(row[3]) == pytest.approx(inst["metrics"]["ne"], abs=1e-4)
+    ne, _, half = row[3].partition("±")  # NE ± half its bootstrap interval
+    assert float(ne) == pytest.approx(inst["metrics"]["ne"], abs=1e-4)
+    assert float(half) == pytest.approx((inst["metrics"]["neHigh"] - inst["metrics"]["neLow"]) / 2, abs=1e-4)
     assert row[4:6] == ["True", "Promoted"] and row[-1] == inst["modelUri"]
     assert "template adult-ctr: revision" in text.stdout and "1/1 up to date" in text.stdout
 
