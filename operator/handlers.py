@@ -69,6 +69,8 @@ class OperatorContext:
 
     config: OperatorConfig
     server: str | None = None
+    kubeconfig: str | None = None  # `modelfleet operator --kubeconfig/--context`; None: in-cluster or the default
+    context: str | None = None
     launcher: Any = None
     read_metrics: Callable[..., Any] | None = None
     debounce_seconds: float = 0.5
@@ -86,7 +88,7 @@ class OperatorContext:
     def start(self, settings: kopf.OperatorSettings) -> None:
         self._loop = asyncio.get_running_loop()
         if self.api_client is None:
-            self.api_client = kube.make_api_client(self.server)
+            self.api_client = kube.make_api_client(self.server, kubeconfig=self.kubeconfig, context=self.context)
         if self.launcher is None:
             from modelfleet.operator.launcher import make_launcher
 
@@ -419,6 +421,26 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
             await asyncio.to_thread(_cancel_job, ctx, dict(body))
         labels = body.get("metadata", {}).get("labels") or {}
         ctx.wake(namespace, labels.get(naming.LABEL_TEMPLATE))
+
+    return registry
+
+
+def register_login(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
+    """kopf's login from the operator's own kubeconfig/context (or in-cluster ServiceAccount).
+
+    A plain `kopf.OperatorRegistry` has none of the login handlers kopf's default registry has;
+    this one reads the same Configuration as the operator's ApiClient, so kopf and our writes
+    authenticate alike. kopf calls it again when the credentials stop working (a rotated token).
+    """
+
+    @kopf.on.login(registry=registry, id="operator_login")
+    def operator_login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+        ctx: OperatorContext = memo.ctx
+        try:
+            cfg = kube.load_configuration(ctx.kubeconfig, ctx.context)
+        except Exception as exc:  # kubernetes' ConfigException, a missing file, a bad context
+            raise kopf.LoginError(f"cannot load cluster credentials: {exc}") from exc
+        return kube.connection_info(cfg, trust_env=settings.networking.trust_env)
 
     return registry
 

@@ -43,6 +43,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--standalone", action="store_true", help="no peering: act even if other replicas run (one replica only)"
     )
+    parser.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        default=None,
+        help="kubeconfig file; default: in-cluster ServiceAccount, else $KUBECONFIG or ~/.kube/config",
+    )
+    parser.add_argument("--context", metavar="NAME", default=None, help="kubeconfig context; default: its current context")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
 
 
@@ -69,7 +76,13 @@ def run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from modelfleet.operator import handlers, metrics
+    from modelfleet.operator import handlers, kube, metrics
+
+    try:
+        kube.load_configuration(args.kubeconfig, args.context)
+    except Exception as exc:  # fail at once with the reason, not later as kopf's LoginError
+        print(f"modelfleet operator: cannot load cluster credentials: {exc}", file=sys.stderr)
+        return 2
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -81,9 +94,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"modelfleet operator: MODELFLEET_METRICS_PORT={config.metrics_port}: {exc}", file=sys.stderr)
         return 2
 
-    registry = handlers.register(kopf.OperatorRegistry())
+    registry = handlers.register_login(handlers.register(kopf.OperatorRegistry()))
     ctx = handlers.OperatorContext(
         config=config,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
         debounce_seconds=float(os.environ.get("MODELFLEET_DEBOUNCE_SECONDS", "0.5")),
         resync_seconds=float(os.environ.get("MODELFLEET_RESYNC_SECONDS", "30")),
     )
