@@ -398,7 +398,7 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
         ctx: OperatorContext = memo.ctx
         while not stopped:
             raw = dict(body)
-            template_name = (raw.get("metadata", {}).get("labels") or {}).get(naming.LABEL_TEMPLATE)
+            template_name = naming.template_name(raw.get("metadata", {}))
             template_body = _first(templates_by_name.get((namespace, template_name), ()))
             try:
                 phase, requeue = await _reconcile_run(ctx, namespace, raw, template_body)
@@ -419,8 +419,7 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
         status = body.get("status") or {}
         if status.get("phase") not in FINISHED_PHASES and status.get("appHandle"):
             await asyncio.to_thread(_cancel_job, ctx, dict(body))
-        labels = body.get("metadata", {}).get("labels") or {}
-        ctx.wake(namespace, labels.get(naming.LABEL_TEMPLATE))
+        ctx.wake(namespace, naming.template_name(body.get("metadata", {})))
 
     return registry
 

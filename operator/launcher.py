@@ -77,7 +77,7 @@ class Launcher(Protocol):
 
     def submit(self, run_name: str, attempt: int, spec: TrainingRunSpec, labels: dict[str, str]) -> str: ...
 
-    def find(self, run_name: str, attempt: int) -> str | None: ...
+    def find(self, run_name: str, attempt: int, *, labels: Mapping[str, str] | None = None) -> str | None: ...
 
     def state(self, handle: str) -> JobState: ...
 
@@ -130,8 +130,15 @@ def job_labels(run_name: str, attempt: int, labels: Mapping[str, str]) -> dict[s
     return out
 
 
-def _selector(run_name: str, attempt: int) -> dict[str, str]:
-    return {naming.LABEL_RUN: naming.label_value(run_name), naming.LABEL_ATTEMPT: str(int(attempt))}
+_IDENTITY = (naming.LABEL_RUN_UID, naming.LABEL_RUN_NAMESPACE)
+
+
+def _selector(run_name: str, attempt: int, labels: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Run name and attempt, plus the run's uid and namespace when known (the `labels` given to
+    `submit`): runs of one name in two namespaces, or a run deleted and made again, never share a job."""
+    out = {naming.LABEL_RUN: naming.label_value(run_name), naming.LABEL_ATTEMPT: str(int(attempt))}
+    out.update({k: str(labels[k]) for k in _IDENTITY if labels and labels.get(k)})
+    return out
 
 
 def _matches(obj: Mapping[str, Any], selector: Mapping[str, str]) -> bool:
@@ -247,11 +254,15 @@ class LocalLauncher:
 
     # find ---------------------------------------------------------------------------------------
 
-    def find(self, run_name: str, attempt: int) -> str | None:
+    def find(self, run_name: str, attempt: int, *, labels: Mapping[str, str] | None = None) -> str | None:
+        selector = _selector(run_name, attempt, labels)
         found = [
             r
             for r in self._all_records()
-            if r.get("run") == run_name and r.get("attempt") == int(attempt) and not r.get("cancelled")
+            if r.get("run") == run_name
+            and r.get("attempt") == int(attempt)
+            and not r.get("cancelled")
+            and _matches({"metadata": {"labels": r.get("labels")}}, selector)
         ]
         found.sort(key=lambda r: r.get("submitted_at", 0))
         return found[-1]["handle"] if found else None
@@ -482,9 +493,11 @@ class _KubeLauncher:
                 f"{exc.status} {exc.reason}: {_api_message(exc)}"
             ) from exc
 
-    def find(self, run_name: str, attempt: int, *, namespace: str | None = None) -> str | None:
+    def find(
+        self, run_name: str, attempt: int, *, labels: Mapping[str, str] | None = None, namespace: str | None = None
+    ) -> str | None:
         ns = namespace or self.namespace
-        selector = _selector(run_name, attempt)
+        selector = _selector(run_name, attempt, labels)
         job = _newest_live(self._list_jobs(ns, _label_selector(selector)), selector)
         if job is None:
             return None

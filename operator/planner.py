@@ -61,6 +61,7 @@ from modelfleet.api.resources import (
 from modelfleet.operator import status as st
 from modelfleet.operator.actions import CancelRun, CreateRun, DeleteRun, Event, PatchStatus, Plan, Promote
 from modelfleet.operator.naming import (
+    ANNOTATION_TEMPLATE,
     LABEL_INSTANCE,
     LABEL_REVISION,
     LABEL_RUN,
@@ -349,7 +350,9 @@ def plan_template(
             resources=v.inst.spec.resources,
             image=template.spec.image or image,
         )
-        v.created = CreateRun(v.name, v.run_name, spec, wave, labels, owner_uid=v.inst.metadata.uid)
+        v.created = CreateRun(
+            v.name, v.run_name, spec, wave, labels, {ANNOTATION_TEMPLATE: tname}, owner_uid=v.inst.metadata.uid
+        )
         plan.actions.append(v.created)
         created.setdefault(wave, []).append(v.run_name)
         v.decided = True

@@ -50,6 +50,8 @@ from modelfleet.operator.naming import (
     LABEL_INSTANCE,
     LABEL_REVISION,
     LABEL_RUN,
+    LABEL_RUN_NAMESPACE,
+    LABEL_RUN_UID,
     LABEL_TEMPLATE,
     label_value,
 )
@@ -126,6 +128,10 @@ def job_labels(run: TrainingRun, attempt: int) -> dict[str, str]:
     labels.setdefault(LABEL_REVISION, label_value(run.spec.revision))
     labels[LABEL_RUN] = label_value(run.metadata.name)
     labels[LABEL_ATTEMPT] = str(attempt)
+    if run.metadata.uid:
+        labels[LABEL_RUN_UID] = run.metadata.uid
+    if run.metadata.namespace:
+        labels[LABEL_RUN_NAMESPACE] = run.metadata.namespace
     return labels
 
 
@@ -187,8 +193,9 @@ def reconcile_run(
             return RunUpdate(requeue_after=(due - now).total_seconds())
         attempt = attempts + 1
         events: list[Event] = []
+        labels = job_labels(run, attempt)
         try:
-            handle = launcher.find(name, attempt)
+            handle = launcher.find(name, attempt, labels=labels)
         except Exception as exc:  # a lookup failure must not cause a duplicate submit
             log.warning("looking up the job of %s failed: %s", name, exc)
             return RunUpdate(requeue_after=poll_seconds)
@@ -196,7 +203,7 @@ def reconcile_run(
             events.append(_event(run, "Normal", "Adopted", f"{name}: adopted job {handle} (attempt {attempt})"))
         else:
             try:
-                handle = launcher.submit(name, attempt, run.spec, job_labels(run, attempt))
+                handle = launcher.submit(name, attempt, run.spec, labels)
             except Exception as exc:
                 return _failed(run, attempt, "SubmitFailed", f"{type(exc).__name__}: {exc}", now, policy)
         try:
