@@ -22,6 +22,9 @@ class OperatorConfig:
     trainer_image: str = DEFAULT_TRAINER_IMAGE
     output_uri: str = "/tmp/modelfleet/runs"  # base fsspec URI; a run writes under <base>/<ns>/<run>
     namespaces: tuple[str, ...] = ()  # empty: cluster-wide
+    # Where the cluster launchers create jobs (all runs' jobs, whatever their namespace): the
+    # operator's own namespace, where its RBAC for jobs and the shared output claim are.
+    jobs_namespace: str | None = None
     metrics_port: int = 8080
     log_dir: str | None = None  # local_cwd: where TorchX writes job logs
     # A shared PVC for path output URIs: mounted into the operator by the chart and into every
@@ -56,6 +59,7 @@ class OperatorConfig:
             trainer_image=env.get("MODELFLEET_TRAINER_IMAGE", DEFAULT_TRAINER_IMAGE),
             output_uri=env.get("MODELFLEET_OUTPUT_URI", cls.output_uri),
             namespaces=namespaces,
+            jobs_namespace=env.get("MODELFLEET_JOBS_NAMESPACE") or None,
             metrics_port=port,
             log_dir=env.get("MODELFLEET_LOG_DIR") or None,
             output_pvc=env.get("MODELFLEET_OUTPUT_PVC") or None,

@@ -53,6 +53,18 @@ def load_configuration(kubeconfig: str | None = None, context: str | None = None
     return cfg
 
 
+def context_namespace(kubeconfig: str | None = None, context: str | None = None) -> str | None:
+    """The namespace of the kubeconfig's context (`context`, else the current one), if it sets one."""
+    from kubernetes import config
+
+    try:
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+    except Exception:  # no kubeconfig at all: in a cluster, or nothing to say
+        return None
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+    return ((chosen or {}).get("context") or {}).get("namespace") or None
+
+
 def make_api_client(server: str | None = None, *, kubeconfig: str | None = None, context: str | None = None) -> Any:
     """An ApiClient: `server` when given (tests: a plain-HTTP emulator), else `load_configuration`."""
     from kubernetes import client
@@ -61,8 +73,21 @@ def make_api_client(server: str | None = None, *, kubeconfig: str | None = None,
         cfg = client.Configuration()
         cfg.host = server
         cfg.verify_ssl = False
-        return client.ApiClient(cfg)
-    return client.ApiClient(load_configuration(kubeconfig, context))
+        api = client.ApiClient(cfg)
+    else:
+        api = client.ApiClient(load_configuration(kubeconfig, context))
+    api.user_agent = user_agent()
+    return api
+
+
+def user_agent() -> str:
+    """Ours, with the host (a pod's name) and process: audit logs tell replicas and restarts apart."""
+    import os
+    import socket
+
+    from modelfleet import __version__
+
+    return f"modelfleet-operator/{__version__} ({socket.gethostname()}; pid {os.getpid()})"
 
 
 def connection_info(cfg: Any, *, trust_env: bool = False) -> Any:
@@ -89,6 +114,16 @@ def connection_info(cfg: Any, *, trust_env: bool = False) -> Any:
         private_key_path=cfg.key_file,
         trust_env=trust_env,
     )
+
+
+def api_message(exc: Any) -> str:
+    """The API server's own message of a failed request (its Status body), else the exception."""
+    import json
+
+    try:
+        return str(json.loads(exc.body).get("message"))
+    except Exception:
+        return str(getattr(exc, "body", "") or exc)
 
 
 def _ours(status: Any) -> dict[str, Any]:

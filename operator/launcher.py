@@ -36,6 +36,7 @@ from modelfleet.api.resources import TrainingRunSpec
 from modelfleet.operator import naming
 from modelfleet.operator.config import OperatorConfig
 from modelfleet.operator.diagnose import JobState, diagnose
+from modelfleet.operator.kube import api_message
 
 __all__ = [
     "JobState",
@@ -159,8 +160,10 @@ def _label_selector(selector: Mapping[str, str]) -> str:
 
 
 def _default_namespace(config: OperatorConfig) -> str:
-    """Where jobs go: `extra['namespace']`, else the operator's own namespace in a pod, else default."""
-    ns = config.extra.get("namespace") if config.extra else None
+    """Where jobs go: `jobs_namespace` (MODELFLEET_JOBS_NAMESPACE, else the kubeconfig context's
+    namespace out of a cluster), `extra['namespace']`, else the operator's own namespace in a pod,
+    else default."""
+    ns = config.jobs_namespace or (config.extra.get("namespace") if config.extra else None)
     if ns:
         return ns
     with contextlib.suppress(OSError):
@@ -490,7 +493,7 @@ class _KubeLauncher:
         except ApiException as exc:
             raise LauncherError(
                 f"{self.scheduler}: the API server rejected the job of run {run_name} attempt {attempt}: "
-                f"{exc.status} {exc.reason}: {_api_message(exc)}"
+                f"{exc.status} {exc.reason}: {api_message(exc)}"
             ) from exc
 
     def find(
@@ -625,9 +628,3 @@ class KueueLauncher(_KubeLauncher):
 
         _, _, app_id = parse_app_handle(handle)
         delete_job(client.BatchV1Api(self.api_client()), app_id)
-
-
-def _api_message(exc: Any) -> str:
-    with contextlib.suppress(Exception):
-        return str(json.loads(exc.body).get("message"))
-    return str(getattr(exc, "body", "") or "")

@@ -94,6 +94,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"modelfleet operator: MODELFLEET_METRICS_PORT={config.metrics_port}: {exc}", file=sys.stderr)
         return 2
 
+    if not config.jobs_namespace and (args.kubeconfig or args.context or "KUBERNETES_SERVICE_HOST" not in os.environ):
+        # Out of a cluster the operator has no namespace of its own: jobs go to its context's.
+        import dataclasses
+
+        config = dataclasses.replace(config, jobs_namespace=kube.context_namespace(args.kubeconfig, args.context))
+
     registry = handlers.register_login(handlers.register(kopf.OperatorRegistry()))
     ctx = handlers.OperatorContext(
         config=config,

@@ -55,7 +55,7 @@ from modelfleet.operator.naming import (
     LABEL_TEMPLATE,
     label_value,
 )
-from modelfleet.operator.status import parse_time, timestamp
+from modelfleet.operator.status import condition, parse_time, timestamp
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,38 @@ def _failed(run: TrainingRun, attempt: int, reason: str, message: str, now: dt.d
     )
 
 
+# phase -> (Ready, Reconciling, Stalled, Succeeded, Failed)
+_RUN_CONDITIONS: dict[str, tuple[str, str, str, str, str]] = {
+    "Pending": ("False", "True", "False", "False", "False"),
+    "Running": ("False", "True", "False", "False", "False"),
+    "Unknown": ("False", "True", "False", "False", "False"),
+    "Succeeded": ("True", "False", "False", "True", "False"),
+    "Failed": ("False", "False", "True", "False", "True"),
+    "Superseded": ("False", "False", "False", "False", "False"),
+    "Cancelled": ("False", "False", "False", "False", "False"),
+}
+
+
+def with_conditions(run: TrainingRun, patch: dict[str, Any] | None, now: dt.datetime) -> dict[str, Any] | None:
+    """`patch` plus the run's kstatus conditions (Ready, Reconciling, Stalled) and Succeeded/Failed
+    (for `kubectl wait --for=condition=Succeeded`), and observedGeneration, all from the phase the
+    patch leaves. They ride in the same write: conditions never cost a patch of their own."""
+    if not patch:
+        return patch
+    status = run.status
+    phase = patch.get("phase") or (status.phase if status else None) or "Pending"
+    reason = (patch["reason"] if "reason" in patch else (status.reason if status else None)) or phase
+    message = (patch["message"] if "message" in patch else (status.message if status else None)) or ""
+    previous = [c.model_dump(mode="json", by_alias=True) for c in status.conditions] if status else []
+    gen = run.metadata.generation
+    values = _RUN_CONDITIONS.get(phase, _RUN_CONDITIONS["Unknown"])
+    conds = [
+        condition(type_, value, reason, message if value == "True" or type_ == "Ready" else "", gen, now, previous)
+        for type_, value in zip(("Ready", "Reconciling", "Stalled", "Succeeded", "Failed"), values, strict=True)
+    ]
+    return {**patch, "observedGeneration": gen, "conditions": conds}
+
+
 def reconcile_run(
     run: TrainingRun,
     launcher: Any,
@@ -176,6 +208,20 @@ def reconcile_run(
     policy: RolloutSpec | None = None,
     read_metrics: Callable[[str], dict[str, Any] | None] | None = None,
     poll_seconds: float = POLL_SECONDS,
+) -> RunUpdate:
+    update = _reconcile(run, launcher, now, policy=policy, read_metrics=read_metrics, poll_seconds=poll_seconds)
+    update.status_patch = with_conditions(run, update.status_patch, now)
+    return update
+
+
+def _reconcile(
+    run: TrainingRun,
+    launcher: Any,
+    now: dt.datetime,
+    *,
+    policy: RolloutSpec | None,
+    read_metrics: Callable[[str], dict[str, Any] | None] | None,
+    poll_seconds: float,
 ) -> RunUpdate:
     policy = policy or RolloutSpec()
     read_metrics = read_metrics or read_metrics_json
@@ -265,6 +311,12 @@ def reconcile_run(
         reason, message = reason or "JobLost", message or f"job {handle} is not known to the scheduler"
     else:
         reason, message = reason or "JobFailed", message or f"job {handle} failed"
+    # The failed attempt's job is done with: delete it (its pods and quota with it) before the next
+    # attempt or the final Failed; the reason and message are in the run's status.
+    try:
+        launcher.cancel(handle)
+    except Exception as exc:
+        log.warning("deleting the failed job %s of %s failed: %s", handle, name, exc)
     return _failed(run, attempt, reason, message, now, policy)
 
 
@@ -289,7 +341,11 @@ def cancel_run(
             log.warning("cancelling job %s of %s failed: %s", handle, run.metadata.name, exc)
     message = message or f"{run.metadata.name}: {phase.lower()}"
     return RunUpdate(
-        {"phase": phase, "finishTime": timestamp(now), "reason": reason, "message": message, "nextAttemptAt": None},
+        with_conditions(
+            run,
+            {"phase": phase, "finishTime": timestamp(now), "reason": reason, "message": message, "nextAttemptAt": None},
+            now,
+        ),
         [_event(run, "Normal", reason, message)],
         None,
     )

@@ -1,0 +1,148 @@
+"""`modelfleet operator` as users start it, against the real API server, as the chart's ServiceAccount.
+
+`install_operator_rbac(plane, ...)` renders the chart (the real Helm SDK, as tests/chart does) with
+the watched namespace, scheduler and peering of the test, applies its ServiceAccount, RBAC (and
+peering object), and returns a kubeconfig that authenticates as that ServiceAccount with a
+TokenRequest token -- the operator under test has exactly the chart's least privilege, not admin.
+
+`OperatorProcess` runs `python -m modelfleet operator --kubeconfig ...` in its own process group,
+logs to a file, and is stopped (or killed, SIGKILL) by its process id. Its API client's
+User-Agent carries the process id, so the audit log tells two replicas apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+PEERING_CRDS = REPO / "charts" / "modelfleet" / "files" / "kopf-peering-crds.yaml"
+
+
+@dataclass
+class OperatorAccess:
+    kubeconfig: Path
+    system_namespace: str  # the release namespace: the ServiceAccount, and where jobs go
+    service_account: str
+    username: str  # as the audit log names it
+
+
+def install_operator_rbac(
+    plane: Any, watch: str, workdir: Path, *, scheduler: str = "kueue", peering: bool = False
+) -> OperatorAccess:
+    sys.path.insert(0, str(REPO / "tests"))
+    from chart import chart_tools
+
+    release = f"mf{uuid.uuid4().hex[:6]}"  # cluster-scoped RBAC names stay apart between tests
+    system = f"{watch}-sys"
+    values = {
+        "fullnameOverride": release,
+        "operator": {"scheduler": scheduler, "queue": "q", "watchNamespaces": [watch]},
+        "peering": {"enabled": peering, "name": "modelfleet"},
+    }
+    rendered = chart_tools.chart().render(values, name=release, namespace=system, is_install=True)
+    docs = []
+    for path in ("serviceaccount.yaml", "rbac.yaml") + (("peering.yaml",) if peering else ()):
+        docs += [d for d in yaml.safe_load_all(rendered[f"modelfleet/templates/{path}"]) if d]
+    if peering:
+        plane.apply(PEERING_CRDS, server_side=True)
+    plane.core().create_namespace({"metadata": {"name": system}})
+    plane.apply(docs, server_side=True)
+    sa = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
+    kubeconfig = plane.service_account_kubeconfig(system, sa, Path(workdir) / f"{sa}.kubeconfig")
+    return OperatorAccess(kubeconfig, system, sa, f"system:serviceaccount:{system}:{sa}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OperatorProcess:
+    def __init__(
+        self,
+        access: OperatorAccess,
+        watch: str,
+        output_uri: Path,
+        log: Path,
+        *,
+        scheduler: str = "kueue",
+        peering: bool = False,
+        priority: int | None = None,
+        env: dict[str, str] | None = None,
+    ):
+        self.access = access
+        self.log = Path(log)
+        args = [sys.executable, "-P", "-m", "modelfleet", "operator", "--kubeconfig", str(access.kubeconfig), "--namespace", watch]
+        args += ["--peering", "modelfleet"] if peering else ["--standalone"]
+        if priority is not None:
+            args += ["--priority", str(priority)]
+        self.args = args
+        self.env = {
+            **os.environ,
+            "MODELFLEET_SCHEDULER": scheduler,
+            "MODELFLEET_QUEUE": "q",
+            "MODELFLEET_TRAINER_IMAGE": "ghcr.io/modelfleet/trainer:0.1.0",
+            "MODELFLEET_OUTPUT_URI": str(output_uri),
+            "MODELFLEET_POLL_SECONDS": "1",
+            "MODELFLEET_DEBOUNCE_SECONDS": "0.2",
+            "MODELFLEET_RESYNC_SECONDS": "5",
+            "MODELFLEET_METRICS_PORT": str(_free_port()),
+            **(env or {}),
+        }
+        self.env.pop("KUBECONFIG", None)  # only what --kubeconfig says
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.lives = 0
+
+    def start(self) -> OperatorProcess:
+        self.env["MODELFLEET_METRICS_PORT"] = str(_free_port())
+        with open(self.log, "ab") as log:
+            log.write(f"--- life {self.lives + 1}: {' '.join(self.args)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.log.parent
+            )
+        self.lives += 1
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye (a crashed pod, an OOM kill)."""
+        self._signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        self._signal(signal.SIGTERM, wait=20)
+        if self.alive():
+            self.kill()
+
+    def _signal(self, sig: int, wait: float = 10) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)  # its own session: the operator and anything it started
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=wait)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
