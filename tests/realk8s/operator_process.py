@@ -38,16 +38,17 @@ class OperatorAccess:
 
 
 def install_operator_rbac(
-    plane: Any, watch: str, workdir: Path, *, scheduler: str = "kueue", peering: bool = False
+    plane: Any, watch: str | list[str], workdir: Path, *, scheduler: str = "kueue", peering: bool = False
 ) -> OperatorAccess:
     sys.path.insert(0, str(REPO / "tests"))
     from chart import chart_tools
 
+    watched = [watch] if isinstance(watch, str) else list(watch)
     release = f"mf{uuid.uuid4().hex[:6]}"  # cluster-scoped RBAC names stay apart between tests
-    system = f"{watch}-sys"
+    system = f"{watched[0]}-sys"
     values = {
         "fullnameOverride": release,
-        "operator": {"scheduler": scheduler, "queue": "q", "watchNamespaces": [watch]},
+        "operator": {"scheduler": scheduler, "queue": "q", "watchNamespaces": watched},
         "peering": {"enabled": peering, "name": "modelfleet"},
     }
     rendered = chart_tools.chart().render(values, name=release, namespace=system, is_install=True)
@@ -73,7 +74,7 @@ class OperatorProcess:
     def __init__(
         self,
         access: OperatorAccess,
-        watch: str,
+        watch: str | list[str],
         output_uri: Path,
         log: Path,
         *,
@@ -84,7 +85,9 @@ class OperatorProcess:
     ):
         self.access = access
         self.log = Path(log)
-        args = [sys.executable, "-P", "-m", "modelfleet", "operator", "--kubeconfig", str(access.kubeconfig), "--namespace", watch]
+        args = [sys.executable, "-P", "-m", "modelfleet", "operator", "--kubeconfig", str(access.kubeconfig)]
+        for ns in [watch] if isinstance(watch, str) else watch:
+            args += ["--namespace", ns]
         args += ["--peering", "modelfleet"] if peering else ["--standalone"]
         if priority is not None:
             args += ["--priority", str(priority)]
@@ -146,3 +149,79 @@ class OperatorProcess:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+# --- tiny manifests: synthetic data, a few steps (restart, HA and defect tests train little) ---
+
+
+def tiny_template(name: str, *, techniques: list[dict] | None = None, **rollout: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelfleet.dev/v1alpha1",
+        "kind": "ModelTemplate",
+        "metadata": {"name": name},
+        "spec": {
+            "architecture": {
+                "embedding": {"dim": 4, "buckets": 50},
+                "bottomMlp": [8, 4],
+                "interaction": {"kind": "dot"},
+                "overArch": [8],
+                "tasks": [{"name": "click"}],
+            },
+            "techniques": techniques if techniques is not None else [{"name": "mlp-layernorm"}],
+            "recipe": {"epochs": 1, "batchSize": 64, "evalBatchSize": 256},
+            "rollout": {"maxConcurrentRuns": 2, "canary": {"count": 1}, "backoffSeconds": 1, **rollout},
+        },
+    }
+
+
+def tiny_instance(name: str, template: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelfleet.dev/v1alpha1",
+        "kind": "ModelInstance",
+        "metadata": {"name": name},
+        "spec": {
+            "templateRef": {"name": template},
+            "event": "click",
+            "data": {"format": "synthetic", "synthetic": {"rows": 300, "dense": 2, "sparse": 2, "cardinality": 20}},
+            "resources": {"cpu": 1, "memoryMb": 512},
+            **spec,
+        },
+    }
+
+
+class Fleet:
+    """Reads of one namespace's modelfleet objects, as the admin."""
+
+    GROUP, VERSION = "modelfleet.dev", "v1alpha1"
+
+    def __init__(self, api_client: Any, namespace: str):
+        from kubernetes import client
+
+        self.ns = namespace
+        self.custom = client.CustomObjectsApi(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    def get(self, plural: str, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(self.GROUP, self.VERSION, self.ns, plural, name)
+
+    def list(self, plural: str) -> list[dict[str, Any]]:
+        return self.custom.list_namespaced_custom_object(self.GROUP, self.VERSION, self.ns, plural)["items"]
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        plural = {"ModelTemplate": "modeltemplates", "ModelInstance": "modelinstances", "TrainingRun": "trainingruns"}[body["kind"]]
+        return self.custom.create_namespaced_custom_object(self.GROUP, self.VERSION, self.ns, plural, body)
+
+    def delete(self, plural: str, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(self.GROUP, self.VERSION, self.ns, plural, name)
+
+    def jobs(self, jobs_namespace: str, **labels: str) -> list[Any]:
+        selector = ",".join([f"modelfleet.dev/run-namespace={self.ns}"] + [f"modelfleet.dev/{k}={v}" for k, v in labels.items()])
+        return self.batch.list_namespaced_job(jobs_namespace, label_selector=selector).items
+
+    def events(self, name: str) -> list[Any]:
+        return [e for e in self.core.list_namespaced_event(self.ns).items if e.involved_object.name == name]
+
+
+def condition(obj: dict[str, Any], type_: str = "Ready") -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
