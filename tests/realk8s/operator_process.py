@@ -144,6 +144,13 @@ class OperatorProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=wait)
 
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Until this life has logged in (kopf's first authentication): it is about to act."""
+        from envtest import wait_for
+
+        marker = "Initial authentication has finished"
+        wait_for(lambda: self.log.read_text(errors="replace").count(marker) >= self.lives or not self.alive(), timeout, interval=0.1, what=f"operator life {self.lives} up")
+
     def tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
