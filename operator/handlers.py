@@ -299,6 +299,8 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.execution.max_workers = max(4, settings.execution.max_workers or 0)
+        if ctx.config.peering_lifetime:
+            settings.peering.lifetime = ctx.config.peering_lifetime
         ctx.start(settings)
 
     @kopf.on.cleanup(registry=registry, id="operator_cleanup")
