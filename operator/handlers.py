@@ -154,8 +154,20 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         import json
 
         essence = super().build(body=body, extra_fields=extra_fields)
-        text = json.dumps(essence, sort_keys=True, separators=(",", ":"), default=str)
+        text = json.dumps(_integral(essence), sort_keys=True, separators=(",", ":"), default=str)
         return {"sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def _integral(value: Any) -> Any:
+    """1.0 as 1: the API server gives back JSON numbers without a fraction as integers, so the body
+    we create and the object kopf later reads must hash alike (kopf's own comparison is 1.0 == 1)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
 
 
 def _kopf_diffbase(settings: kopf.OperatorSettings) -> Callable[[dict[str, Any]], dict[str, str]]:
@@ -171,7 +183,8 @@ def _kopf_diffbase(settings: kopf.OperatorSettings) -> Callable[[dict[str, Any]]
         patch = kopf.Patch()
         try:
             storage.store(body=kbody, patch=patch, essence=storage.build(body=kbody))
-        except Exception:  # an unusual storage: let kopf write it itself
+        except Exception as exc:  # an unusual storage: let kopf write it itself (one patch more)
+            log.warning("cannot pre-set kopf's diffbase annotation on %s: %s", body.get("metadata", {}).get("name"), exc)
             return {}
         return {k: v for k, v in (patch.get("metadata", {}).get("annotations") or {}).items() if v}
 
