@@ -144,6 +144,14 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 PROGRESS: list[Any] = []  # a callable printing where the rollout stands, for --progress
 
 
@@ -236,11 +244,7 @@ async def run_one(n: int, timeout: float, progress: bool = False) -> dict[str, A
                 "peak_rss_mb": peak_rss_mb(proc.pid),
             }
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
 
 
 # --- the real API server (--server envtest) ---------------------------------------------------
@@ -326,11 +330,7 @@ def run_one_real(n: int, timeout: float, workdir: Path) -> dict[str, Any]:
             after = scrape(port)
             rss = peak_rss_mb(proc.pid)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
         ours = [e for e in plane.audit_events(mark) if e["user"]["username"] == access.username]
         by_kind = collections.Counter(_request_kind(e) for e in ours)
         writes = [e for e in ours if e.get("verb") in ("create", "update", "patch", "delete")]
@@ -351,18 +351,25 @@ def run_one_real(n: int, timeout: float, workdir: Path) -> dict[str, Any]:
         plane.stop()
 
 
-def print_real(results: list[dict[str, Any]]) -> None:
-    print("| n | plans | planner time (s) | API requests / instance | API writes / instance | edit -> all runs created (s) | edit -> all promoted (s) | operator peak RSS (MiB) |")
-    print("|---:" * 8 + "|")
+def print_results(results: list[dict[str, Any]]) -> None:
+    """The table; with audit-log counts (the real server) a column of all requests, reads included."""
+    real = "requests_per_instance" in results[0]
+    cols = ["n", "plans", "planner time (s)"] + (["API requests / instance"] if real else [])
+    cols += ["API writes / instance", "edit -> all runs created (s)", "edit -> all promoted (s)", "operator peak RSS (MiB)"]
+    print("| " + " | ".join(cols) + " |")
+    print("|---:" * len(cols) + "|")
     for r in results:
+        requests = f" {r['requests_per_instance']:.2f} |" if real else ""
         print(
-            f"| {r['n']} | {r['plans']:.0f} | {r['planner_s']:.2f} | {r['requests_per_instance']:.2f} | {r['writes_per_instance']:.2f} |"
+            f"| {r['n']} | {r['plans']:.0f} | {r['planner_s']:.2f} |{requests} {r['writes_per_instance']:.2f} |"
             f" {r['runs_created_s']:.1f} | {r['promoted_s']:.1f} | {r['peak_rss_mb']:.0f} |"
         )
     print()
+    what = "requests by verb and resource (audit log, the operator's ServiceAccount)" if real else "writes by kind"
     for r in results:
-        print(f"n={r['n']} requests by verb and resource (audit log, the operator's ServiceAccount): " + ", ".join(f"{k}={v}" for k, v in r["writes_by_kind"].items()))
-        print(f"n={r['n']} by client: " + ", ".join(f"{k}={v}" for k, v in sorted(r["user_agents"].items())))
+        print(f"n={r['n']} {what}: " + ", ".join(f"{k}={v}" for k, v in r["writes_by_kind"].items()))
+        if real:
+            print(f"n={r['n']} by client: " + ", ".join(f"{k}={v}" for k, v in sorted(r["user_agents"].items())))
 
 
 def main() -> int:
@@ -388,23 +395,9 @@ def main() -> int:
 
         with tempfile.TemporaryDirectory(prefix="modelfleet-bench-") as tmp:
             results = [run_one_real(n, args.timeout, Path(tmp)) for n in args.n]
-        print_real(results)
-        if args.json:
-            print(json.dumps(results, indent=2))
-        return 0
-
-    results = [asyncio.run(run_one(n, args.timeout, args.progress)) for n in args.n]
-    header = "| n | plans | planner time (s) | API writes / instance | edit -> all runs created (s) | edit -> all promoted (s) | operator peak RSS (MiB) |"
-    print(header)
-    print("|---:" * 7 + "|")
-    for r in results:
-        print(
-            f"| {r['n']} | {r['plans']:.0f} | {r['planner_s']:.2f} | {r['writes_per_instance']:.2f} |"
-            f" {r['runs_created_s']:.1f} | {r['promoted_s']:.1f} | {r['peak_rss_mb']:.0f} |"
-        )
-    print()
-    for r in results:
-        print(f"n={r['n']} writes by kind: " + ", ".join(f"{k}={v}" for k, v in r["writes_by_kind"].items()))
+    else:
+        results = [asyncio.run(run_one(n, args.timeout, args.progress)) for n in args.n]
+    print_results(results)
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

@@ -182,18 +182,11 @@ def tiny_template(name: str, *, techniques: list[dict] | None = None, **rollout:
 
 
 def tiny_instance(name: str, template: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelfleet.dev/v1alpha1",
-        "kind": "ModelInstance",
-        "metadata": {"name": name},
-        "spec": {
-            "templateRef": {"name": template},
-            "event": "click",
-            "data": {"format": "synthetic", "synthetic": {"rows": 300, "dense": 2, "sparse": 2, "cardinality": 20}},
-            "resources": {"cpu": 1, "memoryMb": 512},
-            **spec,
-        },
-    }
+    """The kmock harness's instance manifest (small synthetic data), asking for one small node."""
+    sys.path.insert(0, str(REPO / "tests" / "integration"))
+    from operator_harness import instance
+
+    return instance(name, template, **{"resources": {"cpu": 1, "memoryMb": 512}, **spec})
 
 
 class Fleet:
