@@ -375,12 +375,15 @@ class TrainingRun(Resource):
     kind_name: ClassVar[str] = "TrainingRun"
     plural: ClassVar[str] = "trainingruns"
     singular: ClassVar[str] = "trainingrun"
-    short_names: ClassVar[list[str]] = ["tr"]
+    # not `tr`: Tekton's TaskRun has it, and both are common on ML platforms
+    short_names: ClassVar[list[str]] = ["mfrun"]
     printer_columns: ClassVar[list[dict[str, Any]]] = [
         {"name": "Instance", "type": "string", "jsonPath": ".spec.instance"},
         {"name": "Revision", "type": "string", "jsonPath": ".spec.revision"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "NE", "type": "number", "jsonPath": ".status.metrics.ne"},
+        {"name": "Start", "type": "date", "jsonPath": ".status.startTime"},
+        {"name": "Finish", "type": "date", "jsonPath": ".status.finishTime"},
         _AGE,
         {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "priority": 1},
         {"name": "App", "type": "string", "jsonPath": ".status.appHandle", "priority": 1},

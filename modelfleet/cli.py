@@ -1,7 +1,8 @@
 """The `modelfleet` command.
 
 Each subcommand lives in the module that owns it, as two functions: `configure(parser)` adds its
-arguments and `run(args) -> int` does the work. Modules keep heavy imports (torch, kopf) inside
+arguments and `run(args) -> int` does the work (`module:NAME` means `configure_NAME`/`run_NAME`,
+for a module that holds several commands). Modules keep heavy imports (torch, kopf) inside
 `run`, so `modelfleet --help` and `modelfleet crds` stay fast and torch-free.
 """
 
@@ -18,6 +19,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("modelfleet.operator.main", "run the operator (kopf) against a cluster"),
     "plan": ("modelfleet.operator.plan_cmd", "dry run: what a change would retrain and why"),
     "local": ("modelfleet.operator.local", "reconcile a folder of manifests on this machine"),
+    "status": ("modelfleet.operator.fleet_cmd:status", "the fleet at a glance: revision, NE, model, state"),
+    "logs": ("modelfleet.operator.fleet_cmd:logs", "the training logs of a run (or an instance's run)"),
+    "report": ("modelfleet.operator.fleet_cmd:report", "a picture of NE per instance and technique adoption"),
 }
 
 
@@ -33,10 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
+        path, _, suffix = module.partition(":")
         try:
-            importlib.import_module(module).configure(p)
+            getattr(importlib.import_module(path), f"configure_{suffix}" if suffix else "configure")(p)
         except ModuleNotFoundError as exc:
-            if exc.name != module:
+            if exc.name != path:
                 raise
             p.set_defaults(_missing=True)
     return parser
@@ -51,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_missing", False):
         print(f"modelfleet {args.command}: not available in this build", file=sys.stderr)
         return 2
-    return int(importlib.import_module(args._module).run(args) or 0)
+    path, _, suffix = args._module.partition(":")
+    return int(getattr(importlib.import_module(path), f"run_{suffix}" if suffix else "run")(args) or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -361,35 +361,39 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
         wakeup.set()  # plan once on start (and after an operator restart)
         delay: float | None = ctx.resync_seconds
         failures = 0  # plans failed in a row: the backoff doubles with each
-        while not stopped:
-            try:
-                await asyncio.wait_for(wakeup.wait(), timeout=delay)
-            except asyncio.TimeoutError:
-                pass
-            if stopped:
-                break
-            # Debounce: let a burst of instance/run events land in the indexes first.
-            await asyncio.sleep(ctx.debounce_seconds)
-            wakeup.clear()
-            try:
-                requeue = await _plan_and_apply(ctx, namespace, name, dict(body), instances_by_template, runs_by_instance)
-                failures = 0
-            except kube.StoreClosed:
-                return  # the operator is stopping
-            except Exception as exc:  # one bad plan must not kill the daemon: say so, back off, retry
-                log.exception("planning %s/%s failed", namespace, name)
-                metrics.api_error("plan")
-                failures += 1
-                requeue = min(ctx.resync_seconds * 2 ** (failures - 1), MAX_BACKOFF_SECONDS)
+        # kopf cancels a deleted template's daemon at once: clean up in `finally`.
+        try:
+            while not stopped:
                 try:
-                    await asyncio.to_thread(_plan_failed, ctx, namespace, dict(body), exc, requeue)
+                    await asyncio.wait_for(wakeup.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+                if stopped:
+                    break
+                # Debounce: let a burst of instance/run events land in the indexes first.
+                await asyncio.sleep(ctx.debounce_seconds)
+                wakeup.clear()
+                try:
+                    requeue = await _plan_and_apply(ctx, namespace, name, dict(body), instances_by_template, runs_by_instance)
+                    failures = 0
                 except kube.StoreClosed:
-                    return
-                except Exception:
-                    log.exception("recording the failed plan of %s/%s failed", namespace, name)
-            ctx.plans += 1
-            delay = min(x for x in (requeue, ctx.resync_seconds) if x is not None)
-        ctx._wakeups.pop((namespace, name), None)
+                    return  # the operator is stopping
+                except Exception as exc:  # one bad plan must not kill the daemon: say so, back off, retry
+                    log.exception("planning %s/%s failed", namespace, name)
+                    metrics.reconcile_error("plan")
+                    failures += 1
+                    requeue = min(ctx.resync_seconds * 2 ** (failures - 1), MAX_BACKOFF_SECONDS)
+                    try:
+                        await asyncio.to_thread(_plan_failed, ctx, namespace, dict(body), exc, requeue)
+                    except kube.StoreClosed:
+                        return
+                    except Exception:
+                        log.exception("recording the failed plan of %s/%s failed", namespace, name)
+                ctx.plans += 1
+                delay = min(x for x in (requeue, ctx.resync_seconds) if x is not None)
+        finally:
+            ctx._wakeups.pop((namespace, name), None)
+            metrics.forget_template(namespace, name)
 
     @kopf.on.delete(TEMPLATES, registry=registry, optional=True, id="template_deleted")
     async def template_deleted(
@@ -466,7 +470,7 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
                 return  # the operator is stopping
             except Exception:
                 log.exception("reconciling run %s/%s failed", namespace, name)
-                metrics.api_error("reconcile")
+                metrics.reconcile_error("run")
                 phase, requeue = None, ctx.config.poll_seconds
             if phase in FINISHED_PHASES:
                 ctx.wake(namespace, template_name)
@@ -573,6 +577,7 @@ def _plan_and_apply_sync(
     )
     metrics.PLANNER_SECONDS.observe(time.perf_counter() - started)
     apply.apply_plan(plan, store, launcher=ctx.launcher)
+    metrics.observe_plan(namespace, name, plan, instances)
     _observe_rollout(ctx, namespace, name, plan, runs)
     return plan.requeue_after
 
@@ -678,6 +683,7 @@ def _reconcile_run_sync(
     phase = run.status.phase if run.status else None
     if update.status_patch:
         store.patch_status("TrainingRun", name, update.status_patch)
+        metrics.observe_run(run, update.status_patch)
         phase = update.status_patch.get("phase", phase)
     for ev in update.events or ():
         store.record_event(ev.kind, ev.name, ev.type, ev.reason, ev.message)
@@ -691,4 +697,4 @@ def _cancel_job(ctx: OperatorContext, body: dict[str, Any]) -> None:
     if run is None:
         return
     # The run is going away: cancel its job; its status is not worth a write any more.
-    core_runs.cancel_run(run, ctx.launcher, utcnow())
+    metrics.observe_run(run, core_runs.cancel_run(run, ctx.launcher, utcnow()).status_patch)

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import envtest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_K8S = "realk8s"
+REAL_K8S = "real_api_server"
 # Set by .ci/run: a skipped real-server test fails the run instead of passing it silently.
 REQUIRE_REAL_K8S = os.environ.get("MODELFLEET_REQUIRE_REAL_K8S") == "1"
 

@@ -78,14 +78,14 @@ def test_crd_is_a_valid_apiextensions_object(kind: str):
     kubernetes_validate.validate(crd, "1.32", strict=True)
     names = crd["spec"]["names"]
     assert names["categories"] == ["modelfleet"]
-    assert names["shortNames"] == {"ModelTemplate": ["mt"], "ModelInstance": ["mi"], "TrainingRun": ["tr"]}[kind]
+    assert names["shortNames"] == {"ModelTemplate": ["mt"], "ModelInstance": ["mi"], "TrainingRun": ["mfrun"]}[kind]
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
     assert columns == {
         "ModelTemplate": ["Revision", "Up-To-Date", "Total", "Ready", "Age"],
         "ModelInstance": ["Template", "Revision", "NE", "Ready", "Age"],
-        "TrainingRun": ["Instance", "Revision", "Phase", "NE", "Age"],
+        "TrainingRun": ["Instance", "Revision", "Phase", "NE", "Start", "Finish", "Age"],
     }[kind]
 
 
