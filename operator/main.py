@@ -13,6 +13,7 @@ when it stops (its peering record is withdrawn or expires) the next highest resu
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -99,13 +100,12 @@ def run(args: argparse.Namespace) -> int:
 
     from modelfleet.operator import handlers, kube, metrics
 
+    configure_logging(args.log_format, args.verbose)
     try:
         kube.load_configuration(args.kubeconfig, args.context)
     except Exception as exc:  # fail at once with the reason, not later as kopf's LoginError
-        print(f"modelfleet operator: cannot load cluster credentials: {exc}", file=sys.stderr)
+        logging.getLogger("modelfleet.operator").error("cannot load cluster credentials: %s", exc, exc_info=True)
         return 2
-
-    configure_logging(args.log_format, args.verbose)
     try:
         metrics.serve(config.metrics_port)
     except OSError as exc:
