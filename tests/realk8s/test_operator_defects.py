@@ -98,6 +98,8 @@ def test_2_a_template_name_over_63_characters_keeps_its_rollout_policy_and_faile
             assert len(run["metadata"]["labels"]["modelfleet.dev/template"]) <= 63
             conds = {c["type"]: c["status"] for c in run["status"]["conditions"]}
             assert (conds["Failed"], conds["Stalled"], conds["Succeeded"], conds["Ready"]) == ("True", "True", "False", "False")
+            waited = control_plane.kubectl("wait", "--for=condition=Failed", f"trainingrun/{run['metadata']['name']}", "-n", fleet.ns, "--timeout=30s")
+            assert "condition met" in waited.stdout
             # The completion woke the right template: it counts the failure.
             wait_for(lambda: (fleet.get("modeltemplates", name).get("status") or {}).get("failed") == 1, 30, what="the template counts the failure")
             # The failed attempt's Job is deleted, and there only ever was one.

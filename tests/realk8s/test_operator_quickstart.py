@@ -85,6 +85,10 @@ def test_quickstart_rolls_out_through_kueue_jobs_on_the_real_server(control_plan
         assert abs(st["metrics"]["ne"] - written["ne"]) < 1e-9
         assert st["appHandle"].startswith(f"kueue://modelfleet/{access.system_namespace}:")
 
+    # kstatus and `kubectl wait` read the run's conditions.
+    waited = control_plane.kubectl("wait", "--for=condition=Succeeded", "trainingruns", "--all", "-n", ns, "--timeout=30s")
+    assert waited.stdout.count("condition met") == 4
+
     # Real Indexed Jobs, admitted from suspended, completed by the real Job controller: one per run.
     jobs = batch.list_namespaced_job(access.system_namespace, label_selector=f"modelfleet.dev/run-namespace={ns}").items
     assert sorted(j.metadata.labels["modelfleet.dev/run"] for j in jobs) == sorted(r["metadata"]["name"] for r in runs)
