@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from modelfleet.trainer.report import BadRow
 from modelfleet.trainer.spec import (
     ArchitectureSpec,
     DataSpec,
@@ -83,6 +84,10 @@ class Metrics(SpecModel):
     calibration: float | None = Field(None, description="Mean prediction / observed base rate.")
     flops_per_example: int | None = None
     examples: int | None = Field(None, description="Held-out examples evaluated.")
+    bad_rows: int | None = Field(
+        None, ge=0, description="Malformed rows the trainer skipped (within recipe.maxBadRowFraction), all data URIs."
+    )
+    first_bad_row: BadRow | None = Field(None, description="The first malformed row: file, row and what is wrong.")
 
 
 # --- ModelTemplate ---------------------------------------------------------------------------

@@ -147,6 +147,19 @@ def test_every_cel_rule_is_where_the_models_put_it():
         for kind, crd in load_crds().items()
     }
     train_uri = "self.format == 'synthetic' || has(self.trainUri)"
+
+    def data_rules(at: str) -> list[tuple]:  # DataSpec's own rules (trainer/spec.py), wherever it is embedded
+        return [
+            (at, train_uri, ".trainUri"),
+            (f"{at}.bucketize[]", "has(self.buckets) != has(self.boundaries)", None),
+            (f"{at}.encodings[]", "self.kind != 'identity' || has(self.cardinality)", ".cardinality"),
+            (f"{at}.encodings[]", "self.kind != 'vocabulary' || has(self.maxSize)", ".maxSize"),
+            (f"{at}.encodings[]", "self.kind == 'hash' || !has(self.buckets)", ".buckets"),
+            (f"{at}.encodings[]", "self.kind == 'identity' || !has(self.cardinality)", ".cardinality"),
+            (f"{at}.encodings[]", "self.kind == 'vocabulary' || !has(self.maxSize)", ".maxSize"),
+            (f"{at}.labelValues", "self.positive.all(v, !(v in self.negative))", ".negative"),
+        ]
+
     assert found["ModelTemplate"] == [
         (".spec", "!has(self.rollout) || !has(self.rollout.canary) || !has(self.rollout.canary.count)"
          " || self.rollout.canary.count <= self.rollout.maxConcurrentRuns", ".rollout.canary.count"),
@@ -154,12 +167,12 @@ def test_every_cel_rule_is_where_the_models_put_it():
     assert found["ModelInstance"] == [
         ("", "self.metadata.name.size() <= 52", None),
         (".spec", "self.templateRef.name == oldSelf.templateRef.name", ".templateRef"),
-        (".spec.data", train_uri, ".trainUri"),
+        *data_rules(".spec.data"),
     ]
     assert found["TrainingRun"] == [
         ("", "self.metadata.name.size() <= 63", None),
         (".spec", "self == oldSelf", None),
-        (".spec.training.data", train_uri, ".trainUri"),
+        *data_rules(".spec.training.data"),
     ]
 
 
