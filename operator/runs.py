@@ -260,7 +260,9 @@ def reconcile_run(
     read_failure: Callable[..., dict[str, Any] | None] | None = None,
     poll_seconds: float = POLL_SECONDS,
 ) -> RunUpdate:
-    update = _reconcile(run, launcher, now, policy=policy, read_metrics=read_metrics, poll_seconds=poll_seconds)
+    update = _reconcile(
+        run, launcher, now, policy=policy, read_metrics=read_metrics, read_failure=read_failure, poll_seconds=poll_seconds
+    )
     update.status_patch = with_conditions(run, update.status_patch, now)
     return update
 
@@ -272,6 +274,7 @@ def _reconcile(
     *,
     policy: RolloutSpec | None,
     read_metrics: Callable[[str], dict[str, Any] | None] | None,
+    read_failure: Callable[..., dict[str, Any] | None] | None,
     poll_seconds: float,
 ) -> RunUpdate:
     policy = policy or RolloutSpec()
