@@ -79,13 +79,16 @@ def pod_env(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
 
 
 class KubeletAgent:
-    def __init__(self, api_client: Any, namespace: str, workdir: Path, *, admit: bool = True, interval: float = 0.3):
+    def __init__(
+        self, api_client: Any, namespace: str, workdir: Path, *, admit: bool = True, interval: float = 0.3, crash: int | None = None
+    ):
         from kubernetes import client
 
         self.namespace = namespace
         self.workdir = Path(workdir)
         self.admit = admit
         self.interval = interval
+        self.crash = crash  # a container that exits at once with this code (a crash, an OOM kill)
         self._core = client.CoreV1Api(api_client)
         self._batch = client.BatchV1Api(api_client)
         self._json = api_client.sanitize_for_serialization
@@ -162,6 +165,8 @@ class KubeletAgent:
         container = pod["spec"]["containers"][0]
         env = pod_env(pod, container)
         argv = [expand(a, env) for a in (container.get("command") or []) + (container.get("args") or [])]
+        if self.crash is not None:
+            argv = [sys.executable, "-c", f"raise SystemExit({int(self.crash)})"]
         name = pod["metadata"]["name"]
         rundir = self.workdir / name
         rundir.mkdir(parents=True, exist_ok=True)

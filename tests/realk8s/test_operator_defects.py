@@ -84,9 +84,10 @@ def test_2_a_template_name_over_63_characters_keeps_its_rollout_policy_and_faile
     name = "ranking-" + "x" * 70  # a valid object name, too long for a label value
     access = install_operator_rbac(control_plane, fleet.ns, tmp_path)
     fleet.create(tiny_template(name, maxRetries=0))
-    # Data that does not exist: the real trainer fails, so the run fails for good (maxRetries 0).
-    fleet.create(tiny_instance("feed", name, data={"format": "csv", "trainUri": str(tmp_path / "missing.csv"), "denseColumns": ["a"]}))
-    with KubeletAgent(kube, access.system_namespace, tmp_path / "pods") as agent:
+    fleet.create(tiny_instance("feed", name))
+    # The container crashes (exit 1, not one of the trainer's permanent codes): the Job fails, so
+    # the run fails, for good with maxRetries 0.
+    with KubeletAgent(kube, access.system_namespace, tmp_path / "pods", crash=1) as agent:
         with running(OperatorProcess(access, fleet.ns, tmp_path / "out", tmp_path / "operator.log")) as op:
             run = wait_for(
                 lambda: (r := _only_run(fleet)) and (r.get("status") or {}).get("phase") == "Failed" and r,
@@ -124,7 +125,7 @@ def test_3_objects_near_the_annotation_limit_get_runs_and_a_rejected_create_is_o
     fleet.create(template)
     # 300 kB of column names: a copy of this spec in an annotation is over the 256 KiB limit.
     columns = [f"feature_{i:05d}_" + "c" * 36 for i in range(6000)]
-    fleet.create(tiny_instance("wide", "big", data={"format": "csv", "trainUri": "/data/wide.csv", "sparseColumns": columns}))
+    fleet.create(tiny_instance("wide", "big", data={"format": "synthetic", "sparseColumns": columns}))
     # A quota that forbids every run: the API server rejects the create (403), for good until changed.
     quota = {"metadata": {"name": "no-runs"}, "spec": {"hard": {"count/trainingruns.modelfleet.dev": "0"}}}
     fleet.core.create_namespaced_resource_quota(fleet.ns, quota)
