@@ -12,6 +12,13 @@ instance, then edit the template's techniques (a new revision) and measure
 
     .venv/bin/python -P benchmarks/propagation.py                 # n = 100, 1000
     .venv/bin/python -P benchmarks/propagation.py --n 100 1000 5000
+    KUBEBUILDER_ASSETS=../shared/envtest/bin .venv/bin/python -P benchmarks/propagation.py --server envtest
+
+`--server envtest` runs the same rollout against a real control plane (tests/envtest.py: etcd,
+kube-apiserver, kube-controller-manager) with the operator subprocess authenticated as the Helm
+chart's ServiceAccount (its least-privilege RBAC), and counts the operator's API requests from the
+API server's audit log -- every request by that user, reads and watches included, by verb and
+resource -- not from the client.
 
 The rollout policy lets every instance train at once after a one-instance canary
 (maxConcurrentRuns = n), so the time measures the operator, not the policy.
@@ -34,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests" / "integration"), str(REPO / "tests")]
+sys.path[:0] = [str(REPO / "tests" / "integration"), str(REPO / "tests"), str(REPO / "tests" / "realk8s")]
 
 TEMPLATE = "bench"
 
@@ -48,7 +55,7 @@ def free_port() -> int:
 # --- the operator subprocess ------------------------------------------------------------------
 
 
-def serve_operator(url: str, metrics_port: int) -> None:
+def serve_operator(url: str, metrics_port: int, kubeconfig: str | None = None, namespace: str | None = None) -> None:
     import logging
     import threading
 
@@ -72,13 +79,18 @@ def serve_operator(url: str, metrics_port: int) -> None:
     launcher = FakeLauncher(auto="succeed")
     ctx = handlers.OperatorContext(
         config=OperatorConfig(output_uri="/tmp/modelfleet-bench", metrics_port=metrics_port, poll_seconds=1.0),
-        server=url,
+        server=None if kubeconfig else url,
+        kubeconfig=kubeconfig,
         launcher=launcher,
         read_metrics=launcher.read_metrics,
         debounce_seconds=0.5,
         resync_seconds=5.0,
     )
     registry = handlers.register(kopf.OperatorRegistry())
+    if kubeconfig:  # the real server: the operator's own login, as `modelfleet operator` has it
+        handlers.register_login(registry)
+        kopf.run(registry=registry, standalone=True, namespaces=[namespace], memo=kopf.Memo(ctx=ctx))
+        return
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -130,6 +142,14 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 PROGRESS: list[Any] = []  # a callable printing where the rollout stands, for --progress
@@ -224,11 +244,132 @@ async def run_one(n: int, timeout: float, progress: bool = False) -> dict[str, A
                 "peak_rss_mb": peak_rss_mb(proc.pid),
             }
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
+
+
+# --- the real API server (--server envtest) ---------------------------------------------------
+
+
+def _request_kind(event: dict[str, Any]) -> str:
+    ref = event.get("objectRef") or {}
+    resource = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+    return f"{event.get('verb')} {resource}"
+
+
+def run_one_real(n: int, timeout: float, workdir: Path) -> dict[str, Any]:
+    """The same edit and rollout on a real control plane; requests counted from its audit log."""
+    import envtest
+    from kubernetes import client
+    from operator_process import install_operator_rbac
+
+    assets = envtest.assets_dir()
+    if assets is None:
+        raise SystemExit(f"--server envtest needs {envtest.ASSETS_ENV} (a folder with etcd, kube-apiserver, kube-controller-manager)")
+    plane = envtest.ControlPlane(assets, workdir / f"envtest-{n}")
+    plane.start()
+    try:
+        envtest.install_crds(plane, sorted((REPO / "crds").glob("*.yaml")))
+        api = plane.api_client()
+        ns = "bench"
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
+        access = install_operator_rbac(plane, ns, workdir)
+        custom = client.CustomObjectsApi(api)
+        group, version = "modelfleet.dev", "v1alpha1"
+        custom.create_namespaced_custom_object(group, version, ns, "modeltemplates", template_body(n, []))
+        for i in range(n):
+            custom.create_namespaced_custom_object(group, version, ns, "modelinstances", instance_body(i))
+
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-P", __file__, "--serve-operator", plane.url, "--metrics-port", str(port),
+             "--kubeconfig", str(access.kubeconfig), "--namespace", ns],
+            cwd=REPO,
+        )
+        try:
+
+            def template_status() -> dict[str, Any]:
+                return custom.get_namespaced_custom_object(group, version, ns, "modeltemplates", TEMPLATE).get("status") or {}
+
+            def promoted(revision: str | None) -> bool:
+                st = template_status()
+                return bool(revision) and st.get("revision") == revision and st.get("upToDate") == n
+
+            envtest.wait_for(lambda: template_status().get("revision"), timeout, interval=0.5, what="first revision")
+            first = template_status()["revision"]
+            envtest.wait_for(lambda: promoted(first), timeout, interval=0.5, what="first rollout promoted")
+            time.sleep(2.0)  # the last run daemons and status writes settle
+            before = scrape(port)
+            mark = plane.audit_offset()
+            t0 = time.perf_counter()
+            custom.patch_namespaced_custom_object(
+                group, version, ns, "modeltemplates", TEMPLATE,
+                {"spec": {"techniques": [{"name": "grad-clip", "params": {"maxNorm": 1.0}}]}},
+            )
+            offset, created = mark, 0
+
+            def all_created() -> bool:  # reads only the audit log's new lines
+                nonlocal offset, created
+                with open(plane.audit_log, "rb") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+                end = chunk.rfind(b"\n") + 1
+                offset += end
+                for line in chunk[:end].splitlines():
+                    e = json.loads(line)
+                    if e["user"]["username"] == access.username and e.get("verb") == "create" and (e.get("objectRef") or {}).get("resource") == "trainingruns":
+                        created += e.get("responseStatus", {}).get("code") == 201
+                return created >= n
+
+            envtest.wait_for(all_created, timeout, interval=0.2, what="all runs created")
+            t_created = time.perf_counter()
+            envtest.wait_for(lambda: template_status().get("revision") not in (None, first), timeout, interval=0.5, what="new revision")
+            second = template_status()["revision"]
+            envtest.wait_for(lambda: promoted(second), timeout, interval=0.5, what="second rollout promoted")
+            t_promoted = time.perf_counter()
+            time.sleep(2.0)
+            after = scrape(port)
+            rss = peak_rss_mb(proc.pid)
+        finally:
+            stop(proc)
+        ours = [e for e in plane.audit_events(mark) if e["user"]["username"] == access.username]
+        by_kind = collections.Counter(_request_kind(e) for e in ours)
+        writes = [e for e in ours if e.get("verb") in ("create", "update", "patch", "delete")]
+        agents = collections.Counter(e.get("userAgent", "").split("/")[0] for e in ours)
+        return {
+            "n": n,
+            "plans": after.get("modelfleet_planner_seconds_count", 0) - before.get("modelfleet_planner_seconds_count", 0),
+            "planner_s": after.get("modelfleet_planner_seconds_sum", 0) - before.get("modelfleet_planner_seconds_sum", 0),
+            "requests_per_instance": len(ours) / n,
+            "writes_per_instance": len(writes) / n,
+            "writes_by_kind": dict(sorted(by_kind.items())),
+            "user_agents": dict(agents),
+            "runs_created_s": t_created - t0,
+            "promoted_s": t_promoted - t0,
+            "peak_rss_mb": rss,
+        }
+    finally:
+        plane.stop()
+
+
+def print_results(results: list[dict[str, Any]]) -> None:
+    """The table; with audit-log counts (the real server) a column of all requests, reads included."""
+    real = "requests_per_instance" in results[0]
+    cols = ["n", "plans", "planner time (s)"] + (["API requests / instance"] if real else [])
+    cols += ["API writes / instance", "edit -> all runs created (s)", "edit -> all promoted (s)", "operator peak RSS (MiB)"]
+    print("| " + " | ".join(cols) + " |")
+    print("|---:" * len(cols) + "|")
+    for r in results:
+        requests = f" {r['requests_per_instance']:.2f} |" if real else ""
+        print(
+            f"| {r['n']} | {r['plans']:.0f} | {r['planner_s']:.2f} |{requests} {r['writes_per_instance']:.2f} |"
+            f" {r['runs_created_s']:.1f} | {r['promoted_s']:.1f} | {r['peak_rss_mb']:.0f} |"
+        )
+    print()
+    what = "requests by verb and resource (audit log, the operator's ServiceAccount)" if real else "writes by kind"
+    for r in results:
+        print(f"n={r['n']} {what}: " + ", ".join(f"{k}={v}" for k, v in r["writes_by_kind"].items()))
+        if real:
+            print(f"n={r['n']} by client: " + ", ".join(f"{k}={v}" for k, v in sorted(r["user_agents"].items())))
 
 
 def main() -> int:
@@ -237,25 +378,26 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--json", action="store_true", help="also print the raw results as JSON")
     parser.add_argument("--progress", action="store_true", help="print where each rollout stands every 5 s")
+    parser.add_argument(
+        "--server", choices=("kmock", "envtest"), default="kmock",
+        help="kmock's emulator in this process (default), or a real control plane from $KUBEBUILDER_ASSETS",
+    )
     parser.add_argument("--serve-operator", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--metrics-port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--kubeconfig", help=argparse.SUPPRESS)
+    parser.add_argument("--namespace", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_operator:
-        serve_operator(args.serve_operator, args.metrics_port)
+        serve_operator(args.serve_operator, args.metrics_port, args.kubeconfig, args.namespace)
         return 0
+    if args.server == "envtest":
+        import tempfile
 
-    results = [asyncio.run(run_one(n, args.timeout, args.progress)) for n in args.n]
-    header = "| n | plans | planner time (s) | API writes / instance | edit -> all runs created (s) | edit -> all promoted (s) | operator peak RSS (MiB) |"
-    print(header)
-    print("|---:" * 7 + "|")
-    for r in results:
-        print(
-            f"| {r['n']} | {r['plans']:.0f} | {r['planner_s']:.2f} | {r['writes_per_instance']:.2f} |"
-            f" {r['runs_created_s']:.1f} | {r['promoted_s']:.1f} | {r['peak_rss_mb']:.0f} |"
-        )
-    print()
-    for r in results:
-        print(f"n={r['n']} writes by kind: " + ", ".join(f"{k}={v}" for k, v in r["writes_by_kind"].items()))
+        with tempfile.TemporaryDirectory(prefix="modelfleet-bench-") as tmp:
+            results = [run_one_real(n, args.timeout, Path(tmp)) for n in args.n]
+    else:
+        results = [asyncio.run(run_one(n, args.timeout, args.progress)) for n in args.n]
+    print_results(results)
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

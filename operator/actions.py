@@ -25,6 +25,7 @@ class CreateRun:
     spec: TrainingRunSpec
     wave: int
     labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
     owner_uid: str | None = None  # the instance's uid: the run is owned by it (cascade delete)
 
     def body(self) -> dict[str, Any]:
@@ -32,6 +33,8 @@ class CreateRun:
         from modelfleet.api.resources import API_VERSION
 
         meta: dict[str, Any] = {"name": self.name, "labels": dict(self.labels)}
+        if self.annotations:
+            meta["annotations"] = dict(self.annotations)
         if self.owner_uid:
             meta["ownerReferences"] = [
                 {

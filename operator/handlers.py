@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 TEMPLATES = f"modeltemplates.{GROUP}"
 INSTANCES = f"modelinstances.{GROUP}"
 RUNS = f"trainingruns.{GROUP}"
+MAX_BACKOFF_SECONDS = 600.0  # a plan that keeps failing is retried at least every 10 minutes
 
 
 def utcnow() -> dt.datetime:
@@ -72,6 +73,8 @@ class OperatorContext:
 
     config: OperatorConfig
     server: str | None = None
+    kubeconfig: str | None = None  # `modelfleet operator --kubeconfig/--context`; None: in-cluster or the default
+    context: str | None = None
     launcher: Any = None
     read_metrics: Callable[..., Any] | None = None
     debounce_seconds: float = 0.5
@@ -91,7 +94,7 @@ class OperatorContext:
     def start(self, settings: kopf.OperatorSettings) -> None:
         self._loop = asyncio.get_running_loop()
         if self.api_client is None:
-            self.api_client = kube.make_api_client(self.server)
+            self.api_client = kube.make_api_client(self.server, kubeconfig=self.kubeconfig, context=self.context)
         if self.launcher is None:
             from modelfleet.operator.launcher import make_launcher
 
@@ -147,6 +150,37 @@ def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
+class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled-configuration annotation, holding a digest of the object, not a copy.
+
+    kopf's default stores the whole spec (and labels, annotations) in an annotation, so an object
+    whose spec is over half the API server's 256 KiB annotation budget can no longer be patched by
+    kopf, and every TrainingRun (a resolved copy of its template) carried a second copy. Our
+    change handlers only need to know *that* an object changed, never the diff (`old`/`new`/`diff`
+    are unused), so a SHA-256 of kopf's essence is enough: a changed spec changes the digest.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        import hashlib
+        import json
+
+        essence = super().build(body=body, extra_fields=extra_fields)
+        text = json.dumps(_integral(essence), sort_keys=True, separators=(",", ":"), default=str)
+        return {"sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def _integral(value: Any) -> Any:
+    """1.0 as 1: the API server gives back JSON numbers without a fraction as integers, so the body
+    we create and the object kopf later reads must hash alike (kopf's own comparison is 1.0 == 1)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
 def _kopf_diffbase(settings: kopf.OperatorSettings) -> Callable[[dict[str, Any]], dict[str, str]]:
     """kopf's last-handled-configuration annotation for a body we create.
 
@@ -160,7 +194,8 @@ def _kopf_diffbase(settings: kopf.OperatorSettings) -> Callable[[dict[str, Any]]
         patch = kopf.Patch()
         try:
             storage.store(body=kbody, patch=patch, essence=storage.build(body=kbody))
-        except Exception:  # an unusual storage: let kopf write it itself
+        except Exception as exc:  # an unusual storage: let kopf write it itself (one patch more)
+            log.warning("cannot pre-set kopf's diffbase annotation on %s: %s", body.get("metadata", {}).get("name"), exc)
             return {}
         return {k: v for k, v in (patch.get("metadata", {}).get("annotations") or {}).items() if v}
 
@@ -281,11 +316,15 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
         ctx: OperatorContext = memo.ctx
         # Our finalizer is the run's job-cancel finalizer; runs are created with it already set.
         settings.persistence.finalizer = naming.FINALIZER
+        # A digest, not a copy of the object: objects near the annotation limit stay patchable.
+        settings.persistence.diffbase_storage = DigestDiffBaseStorage()
         # kopf would post an Event per handler call; we post our own, meaningful ones.
         settings.posting.enabled = False
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.execution.max_workers = max(4, settings.execution.max_workers or 0)
+        if ctx.config.peering_lifetime:
+            settings.peering.lifetime = ctx.config.peering_lifetime
         ctx.start(settings)
 
     @kopf.on.cleanup(registry=registry, id="operator_cleanup")
@@ -332,6 +371,7 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
         wakeup = ctx._event(namespace, name)
         wakeup.set()  # plan once on start (and after an operator restart)
         delay: float | None = ctx.resync_seconds
+        failures = 0  # plans failed in a row: the backoff doubles with each
         # kopf cancels a deleted template's daemon at once: clean up in `finally`.
         try:
             while not stopped:
@@ -346,17 +386,39 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
                 wakeup.clear()
                 try:
                     requeue = await _plan_and_apply(ctx, namespace, name, dict(body), instances_by_template, runs_by_instance)
+                    failures = 0
                 except kube.StoreClosed:
                     return  # the operator is stopping
-                except Exception:  # one bad plan must not kill the daemon; log, back off, retry
+                except Exception as exc:  # one bad plan must not kill the daemon: say so, back off, retry
                     log.exception("planning %s/%s failed", namespace, name)
                     metrics.reconcile_error("plan")
-                    requeue = ctx.resync_seconds
+                    failures += 1
+                    requeue = min(ctx.resync_seconds * 2 ** (failures - 1), MAX_BACKOFF_SECONDS)
+                    try:
+                        await asyncio.to_thread(_plan_failed, ctx, namespace, dict(body), exc, requeue)
+                    except kube.StoreClosed:
+                        return
+                    except Exception:
+                        log.exception("recording the failed plan of %s/%s failed", namespace, name)
                 ctx.plans += 1
                 delay = min(x for x in (requeue, ctx.resync_seconds) if x is not None)
         finally:
             ctx._wakeups.pop((namespace, name), None)
             metrics.forget_template(namespace, name)
+
+    @kopf.on.delete(TEMPLATES, registry=registry, optional=True, id="template_deleted")
+    async def template_deleted(
+        namespace: str, name: str, memo: kopf.Memo, instances_by_template: kopf.Index, **_: Any
+    ) -> None:
+        # Its instances say TemplateNotFound at once; their in-flight runs see the template gone
+        # on their next poll and cancel their jobs (run_monitor), which is also what happens after
+        # an operator restart, when this handler may never have run.
+        ctx: OperatorContext = memo.ctx
+        for body in list(instances_by_template.get((namespace, name), ())):
+            _, problems = await asyncio.to_thread(validate_instance, dict(body), None)
+            if problems:
+                reason, message = problems[0]
+                await _write_problem(ctx, "ModelInstance", namespace, body["metadata"]["name"], body, reason, message)
 
     # --- ModelInstance -----------------------------------------------------------------------
 
@@ -411,7 +473,7 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
         ctx: OperatorContext = memo.ctx
         while not stopped:
             raw = dict(body)
-            template_name = (raw.get("metadata", {}).get("labels") or {}).get(naming.LABEL_TEMPLATE)
+            template_name = naming.template_name(raw.get("metadata", {}))
             template_body = _first(templates_by_name.get((namespace, template_name), ()))
             try:
                 phase, requeue = await _reconcile_run(ctx, namespace, raw, template_body)
@@ -432,8 +494,27 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
         status = body.get("status") or {}
         if status.get("phase") not in FINISHED_PHASES and status.get("appHandle"):
             await asyncio.to_thread(_cancel_job, ctx, dict(body))
-        labels = body.get("metadata", {}).get("labels") or {}
-        ctx.wake(namespace, labels.get(naming.LABEL_TEMPLATE))
+        ctx.wake(namespace, naming.template_name(body.get("metadata", {})))
+
+    return registry
+
+
+def register_login(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
+    """kopf's login from the operator's own kubeconfig/context (or in-cluster ServiceAccount).
+
+    A plain `kopf.OperatorRegistry` has none of the login handlers kopf's default registry has;
+    this one reads the same Configuration as the operator's ApiClient, so kopf and our writes
+    authenticate alike. kopf calls it again when the credentials stop working (a rotated token).
+    """
+
+    @kopf.on.login(registry=registry, id="operator_login")
+    def operator_login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+        ctx: OperatorContext = memo.ctx
+        try:
+            cfg = kube.load_configuration(ctx.kubeconfig, ctx.context)
+        except Exception as exc:  # kubernetes' ConfigException, a missing file, a bad context
+            raise kopf.LoginError(f"cannot load cluster credentials: {exc}") from exc
+        return kube.connection_info(cfg, trust_env=settings.networking.trust_env)
 
     return registry
 
@@ -514,6 +595,34 @@ def _plan_and_apply_sync(
     return plan.requeue_after
 
 
+def _plan_failed(ctx: OperatorContext, namespace: str, template_body: dict[str, Any], exc: Exception, retry: float) -> None:
+    """A plan that could not be applied: a condition and a Warning on the template, once per cause.
+
+    The API server rejecting a write (4xx other than a conflict or throttling) will not go away by
+    itself: `Stalled=True` (`ApplyRejected`). Anything else may be transient: `Reconciling=True`
+    (`ApplyFailed`). Either way the daemon backs off (doubling up to `MAX_BACKOFF_SECONDS`).
+    """
+    store = ctx.store(namespace)
+    meta = template_body.get("metadata", {})
+    name, generation = meta["name"], meta.get("generation")
+    status = getattr(exc, "status", None)
+    rejected = isinstance(status, int) and 400 <= status < 500 and status not in (409, 429)
+    reason = "ApplyRejected" if rejected else "ApplyFailed"
+    detail = kube.api_message(exc) if status is not None else f"{type(exc).__name__}: {exc}"
+    message = f"applying the plan failed ({status or type(exc).__name__}): {detail}; retrying in {retry:.0f}s"
+    current = dict(store.fresher("ModelTemplate", template_body).get("status") or {})
+    old = st.find(current.get("conditions"), "Ready") or {}
+    if old.get("reason") == reason and (old.get("message") or "").split("; retrying")[0] == message.split("; retrying")[0]:
+        return  # the same failure again: the condition already says so
+    conds = (
+        st.stalled(reason, message, generation, utcnow(), current.get("conditions"))
+        if rejected
+        else st.conditions(("False", reason, message), ("True", reason, message), ("False", reason, ""), generation, utcnow(), current.get("conditions"))
+    )
+    store.patch_status("ModelTemplate", name, {"observedGeneration": generation, "conditions": conds})
+    store.record_event("ModelTemplate", name, "Warning", reason, message, uid=meta.get("uid"))
+
+
 def _observe_rollout(ctx: OperatorContext, namespace: str, name: str, plan: Any, runs: list[Any]) -> None:
     """Runs by phase, and the propagation latency once every instance is promoted."""
     status = plan.template_status or {}
@@ -545,6 +654,7 @@ def _reconcile_run_sync(
     ctx: OperatorContext, namespace: str, body: dict[str, Any], template_body: dict[str, Any] | None
 ) -> tuple[str | None, float | None]:
     from modelfleet.api.resources import RolloutSpec
+    from modelfleet.operator import planner
     from modelfleet.operator import runs as core_runs
 
     store = ctx.store(namespace)
@@ -562,6 +672,18 @@ def _reconcile_run_sync(
             {"observedGeneration": generation, "conditions": conditions, "phase": "Failed", "reason": reason, "message": message},
         )
         return "Failed", None
+    template = naming.template_name(body["metadata"])
+    if template_body is None and template and planner.LABEL_WAVE in (body["metadata"].get("labels") or {}):
+        # The planner's run of a template that is gone (deleted, also while we were down): nobody
+        # will promote it, so its job is cancelled and deleted instead of training for nothing.
+        update = core_runs.cancel_run(
+            run, ctx.launcher, utcnow(), reason="TemplateNotFound", message=f"{name}: ModelTemplate {template!r} was deleted"
+        )
+        if update.status_patch:
+            store.patch_status("TrainingRun", name, update.status_patch)
+        for ev in update.events or ():
+            store.record_event(ev.kind, ev.name, ev.type, ev.reason, ev.message)
+        return "Cancelled", None
     policy = RolloutSpec()
     if template_body is not None:
         template, _ = _parse(ModelTemplate, template_body)

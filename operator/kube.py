@@ -33,20 +33,97 @@ log = logging.getLogger(__name__)
 PLURALS: dict[str, str] = {kind: cls.plural for kind, cls in BY_KIND.items()}
 
 
-def make_api_client(server: str | None = None) -> Any:
-    """An ApiClient: `server` when given (tests: the emulator), else in-cluster, else kubeconfig."""
+def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """The cluster's client Configuration: in-cluster (a pod's ServiceAccount) unless a kubeconfig
+    file or context is named, else `$KUBECONFIG` / `~/.kube/config` with its current context.
+
+    TLS verification and credentials are the kubeconfig's own (CA, client certificate, token,
+    exec plugin); nothing here turns verification off.
+    """
     from kubernetes import client, config
+
+    cfg = client.Configuration()
+    if not kubeconfig and not context:
+        try:
+            config.load_incluster_config(client_configuration=cfg)
+            return cfg
+        except config.ConfigException:
+            pass
+    config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+    return cfg
+
+
+def context_namespace(kubeconfig: str | None = None, context: str | None = None) -> str | None:
+    """The namespace of the kubeconfig's context (`context`, else the current one), if it sets one."""
+    from kubernetes import config
+
+    try:
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+    except Exception:  # no kubeconfig at all: in a cluster, or nothing to say
+        return None
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+    return ((chosen or {}).get("context") or {}).get("namespace") or None
+
+
+def make_api_client(server: str | None = None, *, kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """An ApiClient: `server` when given (tests: a plain-HTTP emulator), else `load_configuration`."""
+    from kubernetes import client
 
     if server:
         cfg = client.Configuration()
         cfg.host = server
         cfg.verify_ssl = False
-        return client.ApiClient(cfg)
+        api = client.ApiClient(cfg)
+    else:
+        api = client.ApiClient(load_configuration(kubeconfig, context))
+    api.user_agent = user_agent()
+    return api
+
+
+def user_agent() -> str:
+    """Ours, with the host (a pod's name) and process: audit logs tell replicas and restarts apart."""
+    import os
+    import socket
+
+    from modelfleet import __version__
+
+    return f"modelfleet-operator/{__version__} ({socket.gethostname()}; pid {os.getpid()})"
+
+
+def connection_info(cfg: Any, *, trust_env: bool = False) -> Any:
+    """kopf's credentials from the same client Configuration the operator's ApiClient uses.
+
+    What kopf's own `login_via_client` does, but for the kubeconfig file and context given to
+    `modelfleet operator` rather than only the default one.
+    """
+    import kopf
+
+    # kubernetes >= 36 keeps the bearer token under BearerToken, older ones under authorization.
+    header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        username=cfg.username or None,
+        password=cfg.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+        trust_env=trust_env,
+    )
+
+
+def api_message(exc: Any) -> str:
+    """The API server's own message of a failed request (its Status body), else the exception."""
+    import json
+
     try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+        return str(json.loads(exc.body).get("message"))
+    except Exception:
+        return str(getattr(exc, "body", "") or exc)
 
 
 def _ours(status: Any) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from modelfleet.api.resources import TrainingRunSpec
 from modelfleet.operator import naming
 from modelfleet.operator.config import OperatorConfig
 from modelfleet.operator.diagnose import JobState, diagnose
+from modelfleet.operator.kube import api_message
 from modelfleet.trainer.report import PERMANENT_EXIT_CODES, reason_for
 
 __all__ = [
@@ -78,7 +79,7 @@ class Launcher(Protocol):
 
     def submit(self, run_name: str, attempt: int, spec: TrainingRunSpec, labels: dict[str, str]) -> str: ...
 
-    def find(self, run_name: str, attempt: int) -> str | None: ...
+    def find(self, run_name: str, attempt: int, *, labels: Mapping[str, str] | None = None) -> str | None: ...
 
     def state(self, handle: str) -> JobState: ...
 
@@ -131,8 +132,15 @@ def job_labels(run_name: str, attempt: int, labels: Mapping[str, str]) -> dict[s
     return out
 
 
-def _selector(run_name: str, attempt: int) -> dict[str, str]:
-    return {naming.LABEL_RUN: naming.label_value(run_name), naming.LABEL_ATTEMPT: str(int(attempt))}
+_IDENTITY = (naming.LABEL_RUN_UID, naming.LABEL_RUN_NAMESPACE)
+
+
+def _selector(run_name: str, attempt: int, labels: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Run name and attempt, plus the run's uid and namespace when known (the `labels` given to
+    `submit`): runs of one name in two namespaces, or a run deleted and made again, never share a job."""
+    out = {naming.LABEL_RUN: naming.label_value(run_name), naming.LABEL_ATTEMPT: str(int(attempt))}
+    out.update({k: str(labels[k]) for k in _IDENTITY if labels and labels.get(k)})
+    return out
 
 
 def _matches(obj: Mapping[str, Any], selector: Mapping[str, str]) -> bool:
@@ -153,8 +161,10 @@ def _label_selector(selector: Mapping[str, str]) -> str:
 
 
 def _default_namespace(config: OperatorConfig) -> str:
-    """Where jobs go: `extra['namespace']`, else the operator's own namespace in a pod, else default."""
-    ns = config.extra.get("namespace") if config.extra else None
+    """Where jobs go: `jobs_namespace` (MODELFLEET_JOBS_NAMESPACE, else the kubeconfig context's
+    namespace out of a cluster), `extra['namespace']`, else the operator's own namespace in a pod,
+    else default."""
+    ns = config.jobs_namespace or (config.extra.get("namespace") if config.extra else None)
     if ns:
         return ns
     with contextlib.suppress(OSError):
@@ -251,11 +261,15 @@ class LocalLauncher:
 
     # find ---------------------------------------------------------------------------------------
 
-    def find(self, run_name: str, attempt: int) -> str | None:
+    def find(self, run_name: str, attempt: int, *, labels: Mapping[str, str] | None = None) -> str | None:
+        selector = _selector(run_name, attempt, labels)
         found = [
             r
             for r in self._all_records()
-            if r.get("run") == run_name and r.get("attempt") == int(attempt) and not r.get("cancelled")
+            if r.get("run") == run_name
+            and r.get("attempt") == int(attempt)
+            and not r.get("cancelled")
+            and _matches({"metadata": {"labels": r.get("labels")}}, selector)
         ]
         found.sort(key=lambda r: r.get("submitted_at", 0))
         return found[-1]["handle"] if found else None
@@ -511,12 +525,14 @@ class _KubeLauncher:
         except ApiException as exc:
             raise LauncherError(
                 f"{self.scheduler}: the API server rejected the job of run {run_name} attempt {attempt}: "
-                f"{exc.status} {exc.reason}: {_api_message(exc)}"
+                f"{exc.status} {exc.reason}: {api_message(exc)}"
             ) from exc
 
-    def find(self, run_name: str, attempt: int, *, namespace: str | None = None) -> str | None:
+    def find(
+        self, run_name: str, attempt: int, *, labels: Mapping[str, str] | None = None, namespace: str | None = None
+    ) -> str | None:
         ns = namespace or self.namespace
-        selector = _selector(run_name, attempt)
+        selector = _selector(run_name, attempt, labels)
         job = _newest_live(self._list_jobs(ns, _label_selector(selector)), selector)
         if job is None:
             return None
@@ -656,9 +672,3 @@ class KueueLauncher(_KubeLauncher):
 
         _, _, app_id = parse_app_handle(handle)
         delete_job(client.BatchV1Api(self.api_client()), app_id)
-
-
-def _api_message(exc: Any) -> str:
-    with contextlib.suppress(Exception):
-        return str(json.loads(exc.body).get("message"))
-    return str(getattr(exc, "body", "") or "")

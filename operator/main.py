@@ -13,6 +13,7 @@ when it stops (its peering record is withdrawn or expires) the next highest resu
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -46,6 +47,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--standalone", action="store_true", help="no peering: act even if other replicas run (one replica only)"
     )
+    parser.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        default=None,
+        help="kubeconfig file; default: in-cluster ServiceAccount, else $KUBECONFIG or ~/.kube/config",
+    )
+    parser.add_argument("--context", metavar="NAME", default=None, help="kubeconfig context; default: its current context")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     parser.add_argument(
         "--log-format",
@@ -90,18 +98,31 @@ def run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from modelfleet.operator import handlers, metrics
+    from modelfleet.operator import handlers, kube, metrics
 
     configure_logging(args.log_format, args.verbose)
+    try:
+        kube.load_configuration(args.kubeconfig, args.context)
+    except Exception as exc:  # fail at once with the reason, not later as kopf's LoginError
+        logging.getLogger("modelfleet.operator").error("cannot load cluster credentials: %s", exc, exc_info=True)
+        return 2
     try:
         metrics.serve(config.metrics_port)
     except OSError as exc:
         print(f"modelfleet operator: MODELFLEET_METRICS_PORT={config.metrics_port}: {exc}", file=sys.stderr)
         return 2
 
-    registry = handlers.register(kopf.OperatorRegistry())
+    if not config.jobs_namespace and (args.kubeconfig or args.context or "KUBERNETES_SERVICE_HOST" not in os.environ):
+        # Out of a cluster the operator has no namespace of its own: jobs go to its context's.
+        import dataclasses
+
+        config = dataclasses.replace(config, jobs_namespace=kube.context_namespace(args.kubeconfig, args.context))
+
+    registry = handlers.register_login(handlers.register(kopf.OperatorRegistry()))
     ctx = handlers.OperatorContext(
         config=config,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
         debounce_seconds=float(os.environ.get("MODELFLEET_DEBOUNCE_SECONDS", "0.5")),
         resync_seconds=float(os.environ.get("MODELFLEET_RESYNC_SECONDS", "30")),
     )

@@ -72,6 +72,7 @@ from modelfleet.api.resources import (
 from modelfleet.operator import status as st
 from modelfleet.operator.actions import CancelRun, CreateRun, DeleteRun, Event, PatchStatus, Plan, Promote
 from modelfleet.operator.naming import (
+    ANNOTATION_TEMPLATE,
     LABEL_INSTANCE,
     LABEL_REVISION,
     LABEL_RUN,
@@ -270,6 +271,16 @@ def plan_template(
         if st.status_changed(tstatus_old, new):
             plan.actions.append(PatchStatus("ModelTemplate", tname, new))
             plan.actions.append(Event("ModelTemplate", tname, "Warning", p.reason, p.message))
+        # Its instances say why nothing trains, naming the template's problem but not its fields
+        # (the path is the template's; the template's own status and Event carry it).
+        what = p.message[len(p.field) + 2 :] if p.field and p.message.startswith(f"{p.field}: ") else p.message
+        text = f"ModelTemplate {tname!r} is invalid ({p.reason}: {what}); nothing is trained until it is fixed"
+        for inst in instances:
+            gen = inst.metadata.generation
+            old = inst.status.model_dump(mode="json", by_alias=True, exclude_none=True) if inst.status else {}
+            new_i = {"observedGeneration": gen, "conditions": st.stalled("TemplateInvalid", text, gen, now, old.get("conditions"))}
+            if st.status_changed(old, new_i):
+                plan.actions.append(PatchStatus("ModelInstance", inst.metadata.name, new_i))
         return plan
 
     # --- one pass over runs, one over instances --------------------------------------------------
@@ -439,7 +450,9 @@ def plan_template(
             resources=v.inst.spec.resources,
             image=template.spec.image or image,
         )
-        v.created = CreateRun(v.name, v.run_name, spec, wave, labels, owner_uid=v.inst.metadata.uid)
+        v.created = CreateRun(
+            v.name, v.run_name, spec, wave, labels, {ANNOTATION_TEMPLATE: tname}, owner_uid=v.inst.metadata.uid
+        )
         plan.actions.append(v.created)
         created.setdefault(wave, []).append(v.run_name)
         v.decided = True
@@ -592,6 +605,11 @@ def plan_template(
             f"failure(s); {summary}; failed: {bad}"
         )
         conds = (("False", "InstancesFailed", text), ("False", "InstancesFailed", ""), ("True", "InstancesFailed", text))
+    elif counts["blocked"]:
+        # Nothing more will happen until someone fixes these instances: the rollout is not done.
+        bad = ", ".join(v.name for v in views if v.state in ("Blocked", "Invalid"))
+        text = f"{summary}; blocked or invalid: {bad}"
+        conds = (("False", "InstancesBlocked", text), ("False", "InstancesBlocked", ""), ("True", "InstancesBlocked", text))
     else:
         conds = (("True", "RolloutComplete", summary), ("False", "RolloutComplete", ""), ("False", "RolloutComplete", ""))
     changed_at = tstatus_old.get("revisionChangedAt") if tstatus_old.get("revision") == revision else None

@@ -61,10 +61,12 @@ from modelfleet.operator.naming import (
     LABEL_INSTANCE,
     LABEL_REVISION,
     LABEL_RUN,
+    LABEL_RUN_NAMESPACE,
+    LABEL_RUN_UID,
     LABEL_TEMPLATE,
     label_value,
 )
-from modelfleet.operator.status import parse_time, timestamp
+from modelfleet.operator.status import condition, parse_time, timestamp
 from modelfleet.trainer.report import FAILURE_FILE, PERMANENT_EXIT_CODES, REASONS, ExitCode, reason_for
 
 PERMANENT_REASONS: frozenset[str] = frozenset(REASONS[ExitCode(c)] for c in PERMANENT_EXIT_CODES)
@@ -199,6 +201,10 @@ def job_labels(run: TrainingRun, attempt: int) -> dict[str, str]:
     labels.setdefault(LABEL_REVISION, label_value(run.spec.revision))
     labels[LABEL_RUN] = label_value(run.metadata.name)
     labels[LABEL_ATTEMPT] = str(attempt)
+    if run.metadata.uid:
+        labels[LABEL_RUN_UID] = run.metadata.uid
+    if run.metadata.namespace:
+        labels[LABEL_RUN_NAMESPACE] = run.metadata.namespace
     return labels
 
 
@@ -247,6 +253,38 @@ def _failed(
     )
 
 
+# phase -> (Ready, Reconciling, Stalled, Succeeded, Failed)
+_RUN_CONDITIONS: dict[str, tuple[str, str, str, str, str]] = {
+    "Pending": ("False", "True", "False", "False", "False"),
+    "Running": ("False", "True", "False", "False", "False"),
+    "Unknown": ("False", "True", "False", "False", "False"),
+    "Succeeded": ("True", "False", "False", "True", "False"),
+    "Failed": ("False", "False", "True", "False", "True"),
+    "Superseded": ("False", "False", "False", "False", "False"),
+    "Cancelled": ("False", "False", "False", "False", "False"),
+}
+
+
+def with_conditions(run: TrainingRun, patch: dict[str, Any] | None, now: dt.datetime) -> dict[str, Any] | None:
+    """`patch` plus the run's kstatus conditions (Ready, Reconciling, Stalled) and Succeeded/Failed
+    (for `kubectl wait --for=condition=Succeeded`), and observedGeneration, all from the phase the
+    patch leaves. They ride in the same write: conditions never cost a patch of their own."""
+    if not patch:
+        return patch
+    status = run.status
+    phase = patch.get("phase") or (status.phase if status else None) or "Pending"
+    reason = (patch["reason"] if "reason" in patch else (status.reason if status else None)) or phase
+    message = (patch["message"] if "message" in patch else (status.message if status else None)) or ""
+    previous = [c.model_dump(mode="json", by_alias=True) for c in status.conditions] if status else []
+    gen = run.metadata.generation
+    values = _RUN_CONDITIONS.get(phase, _RUN_CONDITIONS["Unknown"])
+    conds = [
+        condition(type_, value, reason, message if value == "True" or type_ == "Ready" else "", gen, now, previous)
+        for type_, value in zip(("Ready", "Reconciling", "Stalled", "Succeeded", "Failed"), values, strict=True)
+    ]
+    return {**patch, "observedGeneration": gen, "conditions": conds}
+
+
 def reconcile_run(
     run: TrainingRun,
     launcher: Any,
@@ -256,6 +294,23 @@ def reconcile_run(
     read_metrics: Callable[[str], dict[str, Any] | None] | None = None,
     read_failure: Callable[..., dict[str, Any] | None] | None = None,
     poll_seconds: float = POLL_SECONDS,
+) -> RunUpdate:
+    update = _reconcile(
+        run, launcher, now, policy=policy, read_metrics=read_metrics, read_failure=read_failure, poll_seconds=poll_seconds
+    )
+    update.status_patch = with_conditions(run, update.status_patch, now)
+    return update
+
+
+def _reconcile(
+    run: TrainingRun,
+    launcher: Any,
+    now: dt.datetime,
+    *,
+    policy: RolloutSpec | None,
+    read_metrics: Callable[[str], dict[str, Any] | None] | None,
+    read_failure: Callable[..., dict[str, Any] | None] | None,
+    poll_seconds: float,
 ) -> RunUpdate:
     policy = policy or RolloutSpec()
     read_metrics = read_metrics or read_metrics_json
@@ -274,8 +329,9 @@ def reconcile_run(
             return RunUpdate(requeue_after=(due - now).total_seconds())
         attempt = attempts + 1
         events: list[Event] = []
+        labels = job_labels(run, attempt)
         try:
-            handle = launcher.find(name, attempt)
+            handle = launcher.find(name, attempt, labels=labels)
         except Exception as exc:  # a lookup failure must not cause a duplicate submit
             log.warning("looking up the job of %s failed: %s", name, exc)
             return RunUpdate(requeue_after=poll_seconds)
@@ -283,7 +339,7 @@ def reconcile_run(
             events.append(_event(run, "Normal", "Adopted", f"{name}: adopted job {handle} (attempt {attempt})"))
         else:
             try:
-                handle = launcher.submit(name, attempt, run.spec, job_labels(run, attempt))
+                handle = launcher.submit(name, attempt, run.spec, labels)
             except Exception as exc:
                 return _failed(run, attempt, "SubmitFailed", f"{type(exc).__name__}: {exc}", now, policy)
         try:
@@ -338,6 +394,7 @@ def reconcile_run(
         if isinstance(raw.get("comparison"), dict):
             patch["comparison"] = _comparison(raw["comparison"])
         return RunUpdate(patch, [], None)
+    permanent = False
     if job == "Cancelled":
         reason, message = reason or "JobCancelled", message or f"job {handle} was cancelled outside modelfleet"
     elif job == "Unknown":
@@ -346,8 +403,13 @@ def reconcile_run(
         reason, message = reason or "JobFailed", message or f"job {handle} failed"
         failure = read_failure(run.spec.training.output_uri, parse_time(status.start_time if status else None))
         reason, message, permanent = classify_failure(reason, message, failure)
-        return _failed(run, attempt, reason, message, now, policy, permanent=permanent)
-    return _failed(run, attempt, reason, message, now, policy)
+    # The failed attempt's job is done with: delete it (its pods and quota with it) before the next
+    # attempt or the final Failed; the reason and message are in the run's status.
+    try:
+        launcher.cancel(handle)
+    except Exception as exc:
+        log.warning("deleting the failed job %s of %s failed: %s", handle, name, exc)
+    return _failed(run, attempt, reason, message, now, policy, permanent=permanent)
 
 
 def cancel_run(
@@ -371,7 +433,11 @@ def cancel_run(
             log.warning("cancelling job %s of %s failed: %s", handle, run.metadata.name, exc)
     message = message or f"{run.metadata.name}: {phase.lower()}"
     return RunUpdate(
-        {"phase": phase, "finishTime": timestamp(now), "reason": reason, "message": message, "nextAttemptAt": None},
+        with_conditions(
+            run,
+            {"phase": phase, "finishTime": timestamp(now), "reason": reason, "message": message, "nextAttemptAt": None},
+            now,
+        ),
         [_event(run, "Normal", reason, message)],
         None,
     )

@@ -122,9 +122,55 @@ def validate_template(t: ModelTemplate) -> list[Problem]:
         return []
     try:
         cat.validate_techniques(t.spec.techniques)
+        # The template's own model must build too (e.g. task-weighting naming a task that does not
+        # exist), checked here with the techniques in the order the user wrote them, so the problem
+        # is the template's and its index is the user's -- not every instance's, at a sorted index.
+        cat.resolve_plan(_template_only_spec(t))
     except cat.TechniqueError as exc:
+        if str(getattr(exc, "field", "")).startswith("data"):
+            return []  # the placeholder data's, not the template's; instances bring their own
         return [_technique_problem(exc)]
     return []
+
+
+def _template_only_spec(t: ModelTemplate) -> TrainingSpec:
+    """The template's model over placeholder data (features of both kinds), techniques as written."""
+    from modelfleet.trainer.spec import DataSpec, SyntheticSpec
+
+    return TrainingSpec(
+        instance="template",
+        revision="template",
+        event="label",
+        architecture=t.spec.architecture,
+        techniques=list(t.spec.techniques),
+        recipe=t.spec.recipe,
+        data=DataSpec(format="synthetic", synthetic=SyntheticSpec(dense=4, sparse=4)),
+        output_uri="memory://validate",
+    )
+
+
+def _instance_problem(exc: Exception, i: ModelInstance) -> Problem:
+    """A resolved spec's error, named by the instance's own fields.
+
+    The template itself is valid (checked first), so the instance's data or overrides made its
+    model fail to build: the problem names `spec.data...` or the override, never a template path
+    or an index into the resolved (name-sorted) technique list.
+    """
+    raw = str(getattr(exc, "field", "") or "")
+    text = str(exc)
+    if raw and text.startswith(f"{raw}: "):
+        text = text[len(raw) + 2 :]
+    if raw.startswith("data"):
+        return _problem("InvalidTechnique", f"spec.{raw}", text)
+    keys = sorted(i.spec.overrides)
+    if keys:
+        # The override that touches the failing part, else the first: the others are listed.
+        top = raw.split(".", 1)[0].split("[", 1)[0]
+        key = next((k for k in keys if k.split(".", 1)[0] == top), keys[0])
+        others = [k for k in keys if k != key]
+        also = f" (with spec.overrides {', '.join(repr(k) for k in others)})" if others else ""
+        return _problem("InvalidOverride", f"spec.overrides[{key!r}]", f"the overridden model does not build: {text}{also}")
+    return _problem("InvalidTechnique", "spec.templateRef.name", f"the template's model does not build for this instance: {text}")
 
 
 def validate_instance(i: ModelInstance, t: ModelTemplate | None) -> list[Problem]:
@@ -182,5 +228,5 @@ def check_instance(
             cat.resolve_plan(spec)
             cost = estimate(spec)
     except cat.TechniqueError as exc:
-        return [_technique_problem(exc)], None, None
+        return [_instance_problem(exc, i)], None, None
     return [], spec, cost

@@ -44,7 +44,7 @@ class FakeLauncher:
         self.submitted.append((run_name, attempt))
         return handle
 
-    def find(self, run_name: str, attempt: int) -> str | None:
+    def find(self, run_name: str, attempt: int, *, labels: dict[str, str] | None = None) -> str | None:
         return self._handles.get((run_name, attempt))
 
     def state(self, handle: str) -> JobState:

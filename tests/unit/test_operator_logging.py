@@ -80,7 +80,7 @@ def test_an_unknown_format_is_refused_naming_the_choices(capsys):
 @pytest.mark.slow
 def test_the_operator_command_logs_json_from_its_first_line():
     """The real `modelfleet operator --log-format json`, with no cluster to reach: its first log
-    record (kopf retrying the startup handler) is already one JSON object."""
+    record (the credentials that cannot load, after which it exits 2) is already one JSON object."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "MODELFLEET_"))}
     env.update(KUBECONFIG=os.devnull + "/none", MODELFLEET_METRICS_PORT="0")
     proc = subprocess.Popen(
@@ -91,10 +91,12 @@ def test_the_operator_command_logs_json_from_its_first_line():
     hung.start()
     try:
         line = proc.stderr.readline()
+        code = proc.wait(timeout=30)  # it stops by itself: bad credentials are not retried
     finally:
         hung.cancel()
         proc.terminate()
         proc.wait(timeout=30)
     first = json.loads(line)
-    assert first["severity"] == "error" and "operator_startup" in first["message"]
+    assert first["severity"] == "error" and "cannot load cluster credentials" in first["message"]
     assert "kube-config" in first["message"] and first["exc_info"].startswith("Traceback")
+    assert code == 2

@@ -55,4 +55,16 @@ def test_override_that_breaks_a_technique_is_the_instances_problem():
     )
     assert validate_instance(instance("a"), t) == []
     [p] = validate_instance(instance("a", overrides={"architecture.embedding.dim": 6}), t)
-    assert p.reason == "InvalidTechnique" and "heads" in p.field
+    # Named by the instance's own field (the override), never the template's path.
+    assert p.reason == "InvalidOverride" and p.field == "spec.overrides['architecture.embedding.dim']"
+    assert "heads" in p.message and "spec.architecture" not in p.message
+
+
+def test_a_template_problem_is_the_templates_at_the_index_the_user_wrote():
+    # task-weighting sorts last by name but is written first: its index is 0, and it is the
+    # template's problem (an unknown task), not each instance's.
+    t = template(techniques=[{"name": "task-weighting", "params": {"weights": {"nope": 2.0}}}, {"name": "dropout"}])
+    [p] = validate_template(t)
+    assert p.field == "spec.techniques[0].params.weights.nope", p
+    assert "nope" in p.message
+    assert validate_instance(instance("a"), t) == []  # the instance is not blamed for it
