@@ -29,6 +29,7 @@ class OperatorConfig:
     output_pvc: str | None = None
     output_mount: str | None = None
     poll_seconds: float = 10.0  # how often in-flight runs are polled
+    progress_seconds: float = 30.0  # at most one status.progress write per run per this long
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -45,8 +46,9 @@ class OperatorConfig:
         try:
             port = int(env.get("MODELFLEET_METRICS_PORT", "8080"))
             poll = float(env.get("MODELFLEET_POLL_SECONDS", "10"))
+            progress = float(env.get("MODELFLEET_PROGRESS_SECONDS", "30"))
         except ValueError as exc:
-            raise ConfigError(f"MODELFLEET_METRICS_PORT/MODELFLEET_POLL_SECONDS: {exc}") from None
+            raise ConfigError(f"MODELFLEET_METRICS_PORT/MODELFLEET_POLL_SECONDS/MODELFLEET_PROGRESS_SECONDS: {exc}") from None
         if bool(env.get("MODELFLEET_OUTPUT_PVC")) != bool(env.get("MODELFLEET_OUTPUT_MOUNT")):
             raise ConfigError("MODELFLEET_OUTPUT_PVC and MODELFLEET_OUTPUT_MOUNT must be set together")
         namespaces = tuple(n for n in env.get("MODELFLEET_NAMESPACES", "").split(",") if n.strip())
@@ -61,4 +63,5 @@ class OperatorConfig:
             output_pvc=env.get("MODELFLEET_OUTPUT_PVC") or None,
             output_mount=env.get("MODELFLEET_OUTPUT_MOUNT") or None,
             poll_seconds=poll,
+            progress_seconds=progress,
         )

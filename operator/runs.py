@@ -22,6 +22,10 @@ Lifecycle:
   bubbles up to the instance.
 - the job succeeded: metrics.json is read into `status.metrics`; a succeeded job without metrics
   is a failed run (reason MetricsMissing) -- a model nobody can gate is never promoted.
+- progress: while the job is Running, `<outputUri>/progress.json` (trainer/progress.py) is copied
+  into `status.progress`, at most once per `progress_seconds` (the last copy's `lastUpdatedTime`
+  in the status bounds it, so a restart keeps the bound) and only when the step moved; the success
+  patch carries the final numbers.
 - a finished run is left alone.
 - Events: Warnings (a pending job's problem, a failure, a retry), adoption after a restart and
   cancellation. A routine submit, start or success is in the status alone: at thousands of runs
@@ -43,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelfleet.api.resources import FINISHED_PHASES, Metrics, RolloutSpec, TrainingRun
+from modelfleet.api.resources import FINISHED_PHASES, Metrics, RolloutSpec, RunProgress, TrainingRun
 from modelfleet.operator.actions import Event
 from modelfleet.operator.naming import (
     LABEL_ATTEMPT,
@@ -58,6 +62,7 @@ from modelfleet.operator.status import parse_time, timestamp
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 10.0
+PROGRESS_SECONDS = 30.0  # at most one progress write per run per this many seconds
 
 # TorchX AppState names (and ours) -> run phase.
 _PHASES = {
@@ -112,6 +117,34 @@ def _metrics(raw: dict[str, Any]) -> dict[str, Any]:
                 known[name] = raw[key]
                 break
     return Metrics.model_validate(known).model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def read_progress_json(output_uri: str) -> Any:
+    from modelfleet.trainer.progress import read_progress
+
+    return read_progress(output_uri)
+
+
+def _progress(run: TrainingRun, now: dt.datetime, read_progress: Callable[[str], Any], every: float) -> dict[str, Any] | None:
+    """The `status.progress` to write now, or None (not due, no file yet, or the step did not move)."""
+    old = run.status.progress if run.status else None
+    last = parse_time(old.last_updated_time) if old else None
+    if last is not None and (now - last).total_seconds() < every:
+        return None
+    p = read_progress(run.spec.training.output_uri)
+    if p is None or (old is not None and old.step == p.step):
+        return None
+    return RunProgress(
+        step=p.step,
+        total_steps=p.total_steps,
+        epoch=p.epoch,
+        loss=p.loss,
+        examples_per_second=p.examples_per_second,
+        progress_percentage=p.percent,
+        estimated_remaining_seconds=p.estimated_remaining_seconds,
+        reported_time=timestamp(dt.datetime.fromtimestamp(p.updated_at, dt.UTC)) if p.updated_at else None,
+        last_updated_time=timestamp(now),
+    ).wire()
 
 
 def _event(run: TrainingRun, type_: str, reason: str, message: str) -> Event:
@@ -170,9 +203,12 @@ def reconcile_run(
     policy: RolloutSpec | None = None,
     read_metrics: Callable[[str], dict[str, Any] | None] | None = None,
     poll_seconds: float = POLL_SECONDS,
+    read_progress: Callable[[str], Any] | None = None,
+    progress_seconds: float = PROGRESS_SECONDS,
 ) -> RunUpdate:
     policy = policy or RolloutSpec()
     read_metrics = read_metrics or read_metrics_json
+    read_progress = read_progress or read_progress_json
     status = run.status
     phase = status.phase if status else None
     if phase in FINISHED_PHASES:
@@ -225,10 +261,12 @@ def reconcile_run(
         return RunUpdate(requeue_after=poll_seconds)
     attempt = max(attempts, 1)
     if job in ("Pending", "Running"):
+        progress = _progress(run, now, read_progress, progress_seconds) if job == "Running" else None
+        extra = {"progress": progress} if progress else {}
         if (phase, status.reason if status else None, status.message if status else None) == (job, reason, message):
-            return RunUpdate(requeue_after=poll_seconds)
+            return RunUpdate(extra or None, [], poll_seconds)
         events = [_event(run, "Warning", reason, f"{name}: {message or reason}")] if reason else []
-        return RunUpdate({"phase": job, "reason": reason, "message": message}, events, poll_seconds)
+        return RunUpdate({"phase": job, "reason": reason, "message": message, **extra}, events, poll_seconds)
     if job == "Succeeded":
         raw = read_metrics(run.spec.training.output_uri)
         if not raw:
@@ -241,11 +279,13 @@ def reconcile_run(
             )
         metrics = _metrics(raw)
         ne = metrics.get("ne")
+        progress = _progress(run, now, read_progress, 0.0)
         return RunUpdate(
             {
                 "phase": "Succeeded",
                 "finishTime": timestamp(now),
                 "metrics": metrics,
+                **({"progress": progress} if progress else {}),
                 "reason": "Succeeded",
                 "message": f"trained in {attempt} attempt(s); NE {ne:.4f}" if ne is not None else f"trained in {attempt} attempt(s)",
             },
