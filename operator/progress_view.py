@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from modelfleet.trainer.progress import Progress, format_seconds
+from modelfleet.trainer.progress import Progress
 
 PLAIN_PROGRESS_STEP = 10  # percent
 
@@ -27,17 +27,7 @@ class Row:
 
 
 def progress_text(p: Progress | None) -> str:
-    """`90/186 48% loss 0.5364 1,234 ex/s ETA 0:42`, or "" without progress."""
-    if p is None:
-        return ""
-    parts = [f"{p.step}/{p.total_steps}", f"{p.percent}%"]
-    if p.loss is not None:
-        parts.append(f"loss {p.loss:.4f}")
-    if p.examples_per_second is not None:
-        parts.append(f"{p.examples_per_second:,.0f} ex/s")
-    if p.estimated_remaining_seconds is not None and p.step < p.total_steps:
-        parts.append(f"ETA {format_seconds(p.estimated_remaining_seconds)}")
-    return " ".join(parts)
+    return p.describe() if p is not None else ""
 
 
 class PlainView:

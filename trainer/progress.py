@@ -44,8 +44,8 @@ class Progress:
         return cls(**{f.name: raw.get(_camel(f.name)) for f in fields(cls)})
 
     def describe(self) -> str:
-        """One line: `step 90/186 (48%) epoch 1 loss 0.5364 1,234 ex/s ETA 0:42`."""
-        parts = [f"step {self.step}/{self.total_steps} ({self.percent}%)", f"epoch {self.epoch}"]
+        """One line: `90/186 48% epoch 1 loss 0.5364 1,234 ex/s ETA 0:42` (no ETA once done)."""
+        parts = [f"{self.step}/{self.total_steps}", f"{self.percent}%", f"epoch {self.epoch}"]
         if self.loss is not None:
             parts.append(f"loss {self.loss:.4f}")
         if self.examples_per_second is not None:

@@ -22,8 +22,8 @@ class Tty(io.StringIO):
 
 
 def test_progress_text():
-    assert progress_text(_p(90)) == "90/186 48% loss 0.5364 1,234 ex/s ETA 0:42"
-    assert progress_text(_p(186, eta=0)) == "186/186 100% loss 0.5364 1,234 ex/s"  # no ETA once done
+    assert progress_text(_p(90)) == "90/186 48% epoch 1 loss 0.5364 1,234 ex/s ETA 0:42"
+    assert progress_text(_p(186, eta=0)) == "186/186 100% epoch 1 loss 0.5364 1,234 ex/s"  # no ETA once done
     assert progress_text(None) == ""
 
 
@@ -33,7 +33,7 @@ def test_on_a_terminal_a_rich_table_is_redrawn_in_place():
     view.show([Row("adult-wife", "d6a44521c4", "Running", "-", "Training", _p(90)),
                Row("adult-husband", "68c646d740", "Pending", "-", "Queued")], "1 run(s) in flight, 12s")
     first = out.getvalue()
-    for text in ("INSTANCE", "PROGRESS", "adult-wife", "90/186 48% loss 0.5364 1,234 ex/s ETA 0:42", "adult-husband", "Queued", "1 run(s) in flight, 12s"):
+    for text in ("INSTANCE", "PROGRESS", "adult-wife", "90/186 48% epoch 1 loss 0.5364 1,234 ex/s ETA 0:42", "adult-husband", "Queued", "1 run(s) in flight, 12s"):
         assert text in first, text
     assert "━" in first  # the bar
     view.show([Row("adult-wife", "d6a44521c4", "UpToDate", "0.8704", "Promoted"),
@@ -61,9 +61,9 @@ def test_in_a_log_only_changes_are_printed_and_progress_every_ten_percent():
         view.show([Row("a", "r1", "Running", "-", "Training", _p(step))], "")  # unchanged: nothing
     view.show([Row("a", "r1", "UpToDate", "0.7000", "Promoted")], "")
     assert out.getvalue().splitlines() == [
-        "a: revision r1 Running 1/186 0% loss 0.5364 1,234 ex/s ETA 0:42 NE - Training",
-        "a: revision r1 Running 19/186 10% loss 0.5364 1,234 ex/s ETA 0:42 NE - Training",
-        "a: revision r1 Running 40/186 21% loss 0.5364 1,234 ex/s ETA 0:42 NE - Training",
-        "a: revision r1 Running 186/186 100% loss 0.5364 1,234 ex/s NE - Training",
+        "a: revision r1 Running 1/186 0% epoch 1 loss 0.5364 1,234 ex/s ETA 0:42 NE - Training",
+        "a: revision r1 Running 19/186 10% epoch 1 loss 0.5364 1,234 ex/s ETA 0:42 NE - Training",
+        "a: revision r1 Running 40/186 21% epoch 1 loss 0.5364 1,234 ex/s ETA 0:42 NE - Training",
+        "a: revision r1 Running 186/186 100% epoch 1 loss 0.5364 1,234 ex/s NE - Training",
         "a: revision r1 UpToDate NE 0.7000 Promoted",
     ]

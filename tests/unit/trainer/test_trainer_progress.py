@@ -43,7 +43,7 @@ def test_eta_rate_and_the_wire_form(tmp_path):
     raw = json.loads((tmp_path / "progress.json").read_text())
     assert {k: raw[k] for k in ("step", "totalSteps", "epoch", "progressPercentage", "estimatedRemainingSeconds", "examplesPerSecond")} == {
         "step": 90, "totalSteps": 186, "epoch": 1, "progressPercentage": 48, "estimatedRemainingSeconds": 19, "examplesPerSecond": 1280.0}
-    assert p.describe() == "step 90/186 (48%) epoch 1 loss 0.5364 1,280 ex/s ETA 0:19"
+    assert p.describe() == "90/186 48% epoch 1 loss 0.5364 1,280 ex/s ETA 0:19"
     assert format_seconds(3725) == "1:02:05"
 
 
