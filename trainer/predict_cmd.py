@@ -6,7 +6,7 @@ Scores the rows of a CSV/TSV/Parquet file with a run's serving artifact (trainer
 output has one row per input row, in order: the `--keep` columns, then `prediction` (one task) or
 `prediction_<task>` per task. Without `--output` it goes to stdout (csv or json).
 
-Exit status: 0; 2 for bad arguments, no artifact at the URI, or rows it cannot read (one line on
+Exit status: 0 (also when the reader of stdout stops early, as `| head` does); 2 for bad arguments, no artifact at the URI, or rows it cannot read (one line on
 stderr: `modelfleet predict: ...`).
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 FORMATS = ("csv", "json", "parquet")
@@ -63,8 +64,12 @@ def run(args: argparse.Namespace) -> int:
         with fsspec.open(args.output, "wb") as fh:
             _write(out, fmt, fh)
     else:
-        _write(out, fmt, sys.stdout.buffer)
-        sys.stdout.flush()
+        try:
+            _write(out, fmt, sys.stdout.buffer)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader stopped (`| head`): not an error, and no traceback
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     if args.output:
         print(f"modelfleet predict: {out.num_rows} rows scored by {args.model} -> {args.output}", file=sys.stderr)
     return 0

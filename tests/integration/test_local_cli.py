@@ -91,6 +91,13 @@ def test_local_trains_promotes_and_retrains_only_what_changed(tmp_path):
 
     assert len(predictions) == pq.read_metadata(folder / "data" / "wife.parquet").num_rows
     assert all(0 < p < 1 for p in predictions) and len(set(predictions)) > 10
+    # a reader that stops early (`| head`) ends it quietly
+    head = subprocess.run(
+        f"'{sys.executable}' -P -m modelfleet predict --model '{wife['modelUri']}' --data '{folder / 'data' / 'wife.parquet'}' | head -2",
+        shell=True, capture_output=True, text=True, timeout=300,
+    )
+    assert head.stdout.splitlines()[0] == "prediction" and len(head.stdout.splitlines()) == 2
+    assert head.stderr == ""
 
     again = local(folder, state)
     assert again.returncode == 0, again.stdout + again.stderr
