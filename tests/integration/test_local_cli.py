@@ -91,12 +91,14 @@ def test_local_trains_promotes_and_retrains_only_what_changed(tmp_path):
 
     assert len(predictions) == pq.read_metadata(folder / "data" / "wife.parquet").num_rows
     assert all(0 < p < 1 for p in predictions) and len(set(predictions)) > 10
-    # a reader that stops early (`| head`) ends it quietly
+    # a reader that stops early (`| head`) ends it quietly; --keep makes the output outgrow a pipe's buffer
+    keep = "age,workclass,education,marital_status,occupation,native_country"
     head = subprocess.run(
-        f"'{sys.executable}' -P -m modelfleet predict --model '{wife['modelUri']}' --data '{folder / 'data' / 'wife.parquet'}' | head -2",
+        f"'{sys.executable}' -P -m modelfleet predict --model '{wife['modelUri']}' --data '{folder / 'data' / 'wife.parquet'}' --keep {keep} | head -2",
         shell=True, capture_output=True, text=True, timeout=300,
     )
-    assert head.stdout.splitlines()[0] == "prediction" and len(head.stdout.splitlines()) == 2
+    assert head.stdout.splitlines()[0].replace('"', "").split(",") == [*keep.split(","), "prediction"]
+    assert len(head.stdout.splitlines()) == 2
     assert head.stderr == ""
 
     again = local(folder, state)
