@@ -43,6 +43,7 @@ def _promoted_status(p: Promote, techniques: list[str] | None) -> dict[str, Any]
 
 
 def apply_plan(plan: Plan, store: Any, *, launcher: Any = None, now: dt.datetime | None = None) -> int:
+    from modelfleet.operator import metrics
     from modelfleet.operator import runs as core_runs
 
     now = now or dt.datetime.now(dt.UTC)
@@ -64,6 +65,7 @@ def apply_plan(plan: Plan, store: Any, *, launcher: Any = None, now: dt.datetime
         )
         if update.status_patch:
             store.patch_status("TrainingRun", action.name, update.status_patch)
+            metrics.observe_run(run, update.status_patch)
             writes += 1
         deferred.extend(update.events)
     # State first, Events last: an Event is not state, so a crash between writes must never leave

@@ -321,27 +321,31 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
         wakeup = ctx._event(namespace, name)
         wakeup.set()  # plan once on start (and after an operator restart)
         delay: float | None = ctx.resync_seconds
-        while not stopped:
-            try:
-                await asyncio.wait_for(wakeup.wait(), timeout=delay)
-            except asyncio.TimeoutError:
-                pass
-            if stopped:
-                break
-            # Debounce: let a burst of instance/run events land in the indexes first.
-            await asyncio.sleep(ctx.debounce_seconds)
-            wakeup.clear()
-            try:
-                requeue = await _plan_and_apply(ctx, namespace, name, dict(body), instances_by_template, runs_by_instance)
-            except kube.StoreClosed:
-                return  # the operator is stopping
-            except Exception:  # one bad plan must not kill the daemon; log, back off, retry
-                log.exception("planning %s/%s failed", namespace, name)
-                metrics.api_error("plan")
-                requeue = ctx.resync_seconds
-            ctx.plans += 1
-            delay = min(x for x in (requeue, ctx.resync_seconds) if x is not None)
-        ctx._wakeups.pop((namespace, name), None)
+        # kopf cancels a deleted template's daemon at once: clean up in `finally`.
+        try:
+            while not stopped:
+                try:
+                    await asyncio.wait_for(wakeup.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+                if stopped:
+                    break
+                # Debounce: let a burst of instance/run events land in the indexes first.
+                await asyncio.sleep(ctx.debounce_seconds)
+                wakeup.clear()
+                try:
+                    requeue = await _plan_and_apply(ctx, namespace, name, dict(body), instances_by_template, runs_by_instance)
+                except kube.StoreClosed:
+                    return  # the operator is stopping
+                except Exception:  # one bad plan must not kill the daemon; log, back off, retry
+                    log.exception("planning %s/%s failed", namespace, name)
+                    metrics.reconcile_error("plan")
+                    requeue = ctx.resync_seconds
+                ctx.plans += 1
+                delay = min(x for x in (requeue, ctx.resync_seconds) if x is not None)
+        finally:
+            ctx._wakeups.pop((namespace, name), None)
+            metrics.forget_template(namespace, name)
 
     # --- ModelInstance -----------------------------------------------------------------------
 
@@ -404,7 +408,7 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
                 return  # the operator is stopping
             except Exception:
                 log.exception("reconciling run %s/%s failed", namespace, name)
-                metrics.api_error("reconcile")
+                metrics.reconcile_error("run")
                 phase, requeue = None, ctx.config.poll_seconds
             if phase in FINISHED_PHASES:
                 ctx.wake(namespace, template_name)
@@ -492,6 +496,7 @@ def _plan_and_apply_sync(
     )
     metrics.PLANNER_SECONDS.observe(time.perf_counter() - started)
     apply.apply_plan(plan, store, launcher=ctx.launcher)
+    metrics.observe_plan(namespace, name, plan, instances)
     _observe_rollout(ctx, namespace, name, plan, runs)
     return plan.requeue_after
 
@@ -558,6 +563,7 @@ def _reconcile_run_sync(
     phase = run.status.phase if run.status else None
     if update.status_patch:
         store.patch_status("TrainingRun", name, update.status_patch)
+        metrics.observe_run(run, update.status_patch)
         phase = update.status_patch.get("phase", phase)
     for ev in update.events or ():
         store.record_event(ev.kind, ev.name, ev.type, ev.reason, ev.message)
@@ -571,4 +577,4 @@ def _cancel_job(ctx: OperatorContext, body: dict[str, Any]) -> None:
     if run is None:
         return
     # The run is going away: cancel its job; its status is not worth a write any more.
-    core_runs.cancel_run(run, ctx.launcher, utcnow())
+    metrics.observe_run(run, core_runs.cancel_run(run, ctx.launcher, utcnow()).status_patch)

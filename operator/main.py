@@ -13,9 +13,12 @@ when it stops (its peering record is withdrawn or expires) the next highest resu
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
+
+# Our names for kopf's formats: `plain` is kopf's FULL text line (kopf's own PLAIN drops the time
+# and level), `json` its JSON object per line, with the Kubernetes object under "object".
+LOG_FORMATS = ("plain", "json")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +47,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--standalone", action="store_true", help="no peering: act even if other replicas run (one replica only)"
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="plain",
+        help="plain: one text line per record (default); json: one JSON object per line, kopf's JSON format",
+    )
+
+
+def configure_logging(log_format: str, verbose: bool) -> None:
+    """The operator's logging, through kopf's own configuration (what `kopf run --log-format` does)."""
+    import kopf
+
+    kopf.configure(
+        verbose=verbose,
+        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
+        # JSON carries the object as a field; text lines get kopf's "[namespace/name]" prefix.
+        log_prefix=log_format != "json",
+    )
 
 
 def peering_priority(given: int | None) -> int:
@@ -71,10 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
     from modelfleet.operator import handlers, metrics
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_format, args.verbose)
     try:
         metrics.serve(config.metrics_port)
     except OSError as exc:

@@ -130,25 +130,33 @@ class _View:
     reason: str = ""
     message: str = ""
     gate_failed: str | None = None
+    gate_reason: str | None = None  # one of the GATE_* values when gate_failed
     promote: TrainingRun | None = None
     created: CreateRun | None = None
     restart: bool = False
     decided: bool = False  # an action-level Event was emitted for it this plan
 
 
-def gate(template: ModelTemplate, promoted_metrics: Any, promoted_revision: str | None, new_ne: float | None) -> str | None:
-    """None when a model with `new_ne` may replace the promoted one; else why not."""
+# Why the gate kept a model from promotion: bounded values for metrics (`gateReason` in
+# `plan.instances`, `modelfleet_gate_failures_total{reason}`).
+GATE_NO_NE, GATE_ABOVE_MAX_NE, GATE_WORSE_THAN_PROMOTED = "no_ne", "above_max_ne", "worse_than_promoted"
+
+
+def gate(
+    template: ModelTemplate, promoted_metrics: Any, promoted_revision: str | None, new_ne: float | None
+) -> tuple[str, str] | None:
+    """None when a model with `new_ne` may replace the promoted one; else (reason, why not)."""
     g = template.spec.rollout.gate
     if new_ne is None:
-        return "the run reported no NE"
+        return GATE_NO_NE, "the run reported no NE"
     old = _ne(promoted_metrics) if promoted_revision else None
     if old is None:
         if g.max_ne is not None and new_ne > g.max_ne:
-            return f"NE {new_ne:.4f} is above rollout.gate.maxNe {g.max_ne:.4f} for a first model"
+            return GATE_ABOVE_MAX_NE, f"NE {new_ne:.4f} is above rollout.gate.maxNe {g.max_ne:.4f} for a first model"
         return None
     limit = old * (1 + g.tolerance)
     if new_ne > limit:
-        return (
+        return GATE_WORSE_THAN_PROMOTED, (
             f"NE {new_ne:.4f} is worse than the promoted model's NE {old:.4f} (revision {promoted_revision}) "
             f"by more than the tolerance {g.tolerance:g}; keeping the promoted model"
         )
@@ -254,10 +262,11 @@ def plan_template(
         counts = cur.spec.template_revision == revision
         if phase == "Succeeded":
             metrics = cur.status.metrics if cur.status else None
-            why = gate(template, v.inst.status.metrics if v.inst.status else None, v.promoted, _ne(metrics))
-            if why is None:
+            failed = gate(template, v.inst.status.metrics if v.inst.status else None, v.promoted, _ne(metrics))
+            if failed is None:
                 v.promote = cur
             else:
+                v.gate_reason, why = failed
                 v.gate_failed = f"run {cur.metadata.name}: {why}"
                 if counts:
                     failures.append(cur.metadata.name)
@@ -458,6 +467,7 @@ def plan_template(
             "techniques": sorted(t.name for t in v.spec.techniques) if v.spec else [],
             "promotedTechniques": list(v.inst.status.techniques) if v.inst.status else [],
             "wave": v.created.wave if v.created else None,
+            "gateReason": v.gate_reason if v.state == "GateFailed" else None,
         }
 
     # --- template status -----------------------------------------------------------------------

@@ -92,6 +92,14 @@ def test_non_default_custom_objects_are_well_formed():
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     assert [e["port"] for e in sm["spec"]["endpoints"]] == [p["name"] for p in svc["spec"]["ports"]]
     assert sm["metadata"]["labels"]["release"] == "prom"
+    assert [e["honorLabels"] for e in sm["spec"]["endpoints"]] == [False]
+
+
+def test_service_monitor_keeps_the_series_own_namespace_and_instance_labels_by_default():
+    """Our series name the ModelInstance in `namespace`/`instance`, which Prometheus would otherwise
+    rename to exported_namespace/exported_instance in favour of the scrape target's."""
+    sm = one(objects({"metrics": {"serviceMonitor": {"enabled": True}}}), "ServiceMonitor")
+    assert [e["honorLabels"] for e in sm["spec"]["endpoints"]] == [True]
 
 
 def test_cluster_wide_peering_creates_a_cluster_peering():
@@ -118,6 +126,7 @@ def test_default_deployment_runs_the_operator_as_configured():
     args = _parse_operator_args(c)
     assert args.namespace is None  # cluster-wide
     assert args.standalone and args.liveness == "http://0.0.0.0:8081/healthz"
+    assert (args.log_format, args.verbose) == ("plain", False)
     config = OperatorConfig.from_env(_env(c))
     values = chart().values
     assert (config.scheduler, config.queue, config.trainer_image, config.output_uri, config.metrics_port) == (
@@ -135,6 +144,7 @@ def test_non_default_deployment_runs_the_operator_as_configured():
     args = _parse_operator_args(c)
     assert args.namespace == ["team-a", "team-b"]
     assert not args.standalone and args.peering == "fleet" and args.verbose
+    assert args.log_format == "json"
     assert args.liveness == "http://0.0.0.0:9091/healthz"
     env = _env(c)
     config = OperatorConfig.from_env(env)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import helm_python as helm
 import pytest
-from chart_tools import CHART_DIR, NAMESPACE, NON_DEFAULT_VALUES, chart
+from chart_tools import CHART_DIR, NAMESPACE, NON_DEFAULT_VALUES, chart, render
 
 
 def install(values: dict) -> dict:
@@ -59,7 +59,8 @@ BAD = {
     "laptop scheduler": ({"operator": {"scheduler": "local_cwd"}}, "at '/operator/scheduler'"),
     "wrong type": ({"operator": {"pollSeconds": "10s"}}, "at '/operator/pollSeconds'"),
     "bad namespace": ({"operator": {"watchNamespaces": ["Team_A"]}}, "at '/operator/watchNamespaces/0'"),
-    "replicas without peering": ({"replicaCount": 3}, "at '/replicaCount'"),
+    "too many replicas": ({"replicaCount": 6, "peering": {"enabled": True, "name": "p"}}, "at '/replicaCount': maximum: got 6, want 5"),
+    "unknown log format": ({"operator": {"logFormat": "logfmt"}}, "at '/operator/logFormat': value must be one of 'plain', 'json'"),
     "bad digest": ({"image": {"digest": "latest"}}, "at '/image/digest'"),
     "bad quantity": ({"resources": {"limits": {"memory": "lots"}}}, "at '/resources/limits/memory'"),
 }
@@ -85,3 +86,14 @@ def test_a_mistyped_values_file_fails(tmp_path: Path):
 def test_replicas_with_peering_are_allowed():
     objs = install({"replicaCount": 3, "peering": {"enabled": True, "name": "modelfleet"}})
     assert "replicas: 3" in objs["manifest"]
+
+
+@pytest.mark.parametrize("replicas", [2, 5])
+def test_replicas_without_peering_fail_naming_the_value_to_set(replicas: int):
+    """Not the schema's bare `maximum: got 2, want 1`: the chart says what to set, and why."""
+    for attempt in (lambda: install({"replicaCount": replicas}), lambda: render({"replicaCount": replicas})):
+        with pytest.raises(helm.HelmError) as err:
+            attempt()
+        text = str(err.value)
+        assert f"replicaCount={replicas} needs peering.enabled=true" in text, text
+        assert "kopf-peering-crds.yaml" in text and "or set replicaCount=1" in text

@@ -13,6 +13,7 @@ from typing import Any
 import fakes
 
 from modelfleet.api.resources import ModelInstance, ModelTemplate, TrainingRun
+from modelfleet.operator import metrics
 from modelfleet.operator.apply import apply_plan
 from modelfleet.operator.planner import plan_template
 from modelfleet.operator.runs import reconcile_run
@@ -61,13 +62,20 @@ def parse(kind: type, body: dict) -> Any:
 
 
 class World:
-    """A FileStore namespace plus the planner and run reconciler, stepped by the test."""
+    """A FileStore namespace plus the planner and run reconciler, stepped by the test.
 
-    def __init__(self, root, launcher: FakeLauncher | None = None, metrics: dict[str, float] | None = None):
+    With `feed_metrics`, it feeds the Prometheus metrics where the kopf handlers do: after a plan
+    is applied, and where a run's status patch is written.
+    """
+
+    def __init__(
+        self, root, launcher: FakeLauncher | None = None, metrics: dict[str, float] | None = None, feed_metrics: bool = False
+    ):
         self.store = FileStore(root)
         self.launcher = launcher or FakeLauncher()
         self.ne: dict[str, float] = dict(metrics or {})  # run name -> NE it reports
         self.now = T0
+        self.feed_metrics = feed_metrics
 
     def put(self, obj: Any) -> None:
         body = obj.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -94,8 +102,11 @@ class World:
 
     def step(self, name: str = "ctr"):
         """Plan + apply, then reconcile every run once. Returns the plan."""
+        instances = self.instances()
         plan = self.plan(name)
         apply_plan(plan, self.store, launcher=self.launcher, now=self.now)
+        if self.feed_metrics:
+            metrics.observe_plan(self.template(name).metadata.namespace, name, plan, instances)
         self.reconcile()
         return plan
 
@@ -105,6 +116,8 @@ class World:
             upd = reconcile_run(run, self.launcher, self.now, policy=policy, read_metrics=self._metrics)
             if upd.status_patch:
                 self.store.patch_status("TrainingRun", run.metadata.name, upd.status_patch)
+                if self.feed_metrics:
+                    metrics.observe_run(run, upd.status_patch)
 
     def _metrics(self, uri: str) -> dict | None:
         name = uri.rstrip("/").rsplit("/", 1)[-1]
