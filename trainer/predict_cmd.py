@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     keep = [c for c in args.keep.split(",") if c]
     try:
         model = serving.load(args.model)
-        table = serving.read_rows(args.data, model.features, extra=keep)
+        table = serving.read_rows(args.data, model, extra=keep)
         scores = model.predict(table)
     except serving.ServingError as exc:
         return fail(str(exc))

@@ -5,10 +5,11 @@ At the end of training rank 0 writes `<outputUri>/serving/`:
   loads it from C++ too). `forward(dense, sparse) -> probabilities [B, tasks]` takes the raw
   numeric features (float32 [B, n_dense], the dense normalisation is inside the module) and the
   categorical ids (int64 [B, n_sparse]).
-- `features.json`: what turns a row into those two tensors (the data format, the dense and
-  categorical columns in order, the hash bucket count) and the task names. `predict` encodes rows
-  with the data layer's own functions (`modelfleet.trainer.data`), so training and serving
-  never diverge.
+- `features.json`: what turns a row into those two tensors -- the resolved training spec (its
+  data section names the columns and each one's encoding: hash, identity, vocabulary, bucketize)
+  and what the run fitted (`Features.state()`: vocabularies, bucket boundaries) -- and the task
+  names. `predict` decodes and encodes rows with the data layer's own `Decoder` and `Features`
+  (`modelfleet.trainer.data`), so training and serving never diverge.
 
 Tracing, not scripting: the model's control flow depends only on its plan, fixed at export; the
 trace is checked against the eager model on a batch of another size before it is written.
@@ -16,6 +17,7 @@ trace is checked against the eager model on a batch of another size before it is
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from dataclasses import dataclass
@@ -26,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelfleet.trainer.data import MISSING, DataError, _hash_strings, _parse_floats, columns_for
+from modelfleet.trainer.data import BadRows, DataError, Decoder, Features, RawBatch, columns_for
+from modelfleet.trainer.spec import CRITEO_DENSE_COLUMNS, CRITEO_SPARSE_COLUMNS, TrainingSpec
 
 SERVING_DIR = "serving"
 MODEL_FILE = "model.ts"
@@ -38,39 +41,35 @@ class ServingError(RuntimeError):
     """No usable artifact at the URI, or rows the artifact cannot score; the message says which."""
 
 
-def export(model: Any, plan: Any, spec: Any, transform: Any, output_uri: str) -> str:
+def export(model: Any, plan: Any, spec: TrainingSpec, features: Features, output_uri: str) -> str:
     """Write `<output_uri>/serving/` for a trained model; returns the folder's URI."""
     from modelfleet.trainer.components.model import RankingModel
+    from modelfleet.trainer.techniques.catalogue import sparse_table_sizes
 
     cpu = RankingModel(plan).eval()
     cpu.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
     cpu.requires_grad_(False)  # a scorer: its outputs need no autograd graph
-    module = ServingModule(cpu, transform).eval()
-    cols = columns_for(spec)
-    buckets = spec.architecture.embedding.buckets
+    module = ServingModule(cpu, features.dense).eval()
+    smallest = min(sparse_table_sizes(spec), default=1)
 
     def example(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(seed)
         dense = torch.rand(n, plan.n_dense, generator=g) * 10
-        return dense, torch.randint(0, buckets, (n, plan.n_sparse), generator=g)
+        return dense, torch.randint(0, smallest, (n, plan.n_sparse), generator=g)
 
     with torch.no_grad():
         traced = torch.jit.trace(module, example(4, 0), check_inputs=[example(7, 1)])
     buf = io.BytesIO()
     torch.jit.save(traced, buf)
-    features = {
+    description = {
         "format": ARTIFACT_FORMAT,
         "instance": spec.instance,
         "revision": spec.revision,
-        "data": {"format": spec.data.format, "delimiter": spec.data.delimiter},
-        "denseColumns": cols.dense,
-        "sparseColumns": cols.sparse,
-        "labelColumns": cols.labels,
+        "tasks": [t.name for t in plan.architecture.tasks],
         "denseFeatures": plan.n_dense,
         "sparseFeatures": plan.n_sparse,
-        "buckets": buckets,
-        "tasks": [t.name for t in plan.architecture.tasks],
-        "denseTransform": transform.state(),
+        "spec": spec.wire(),
+        "features": features.state(),
     }
     folder = output_uri.rstrip("/") + "/" + SERVING_DIR
     fs, root = fsspec.core.url_to_fs(folder)
@@ -78,7 +77,7 @@ def export(model: Any, plan: Any, spec: Any, transform: Any, output_uri: str) ->
     with fs.open(f"{root}/{MODEL_FILE}", "wb") as fh:
         fh.write(buf.getvalue())
     with fs.open(f"{root}/{FEATURES_FILE}", "w") as fh:
-        json.dump(features, fh, indent=2)
+        json.dump(description, fh, indent=2)
     return folder
 
 
@@ -126,36 +125,50 @@ def _artifact_root(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
 @dataclass
 class ServingModel:
     module: Any  # the TorchScript module
-    features: dict[str, Any]
+    features: dict[str, Any]  # features.json
     uri: str
+
+    def __post_init__(self) -> None:
+        self.spec = TrainingSpec.model_validate(self.features["spec"])
+        self.fitted = Features.from_state(self.spec, self.features["features"])
+        # the feature columns alone: rows to score need no labels
+        self.columns = dataclasses.replace(columns_for(self.spec), labels=[])
 
     @property
     def tasks(self) -> list[str]:
         return list(self.features["tasks"])
 
+    def feature_columns(self) -> list[str]:
+        return self.columns.wanted()
+
     def encode(self, table: Any) -> tuple[np.ndarray, np.ndarray]:
-        """(dense float32 [n, d], categorical ids int64 [n, s]) of a pyarrow table's rows."""
-        f = self.features
-        if f["data"]["format"] == "synthetic":
+        """(numbers float32 [n, d], categorical ids int64 [n, s]) of a pyarrow table's rows, by the
+        data layer's Decoder and the run's fitted Features. A row the trainer would skip as
+        malformed is an error here: every row must get a score."""
+        if self.spec.data.format == "synthetic":
             raise ServingError(
                 f"{self.uri} was trained on synthetic data, which has no columns to read rows by; "
                 "its module takes the tensors directly (see docs/trainer.md)"
             )
-        missing = [c for c in [*f["denseColumns"], *f["sparseColumns"]] if c not in table.column_names]
+        wanted = self.feature_columns()
+        missing = [c for c in wanted if c not in table.column_names]
         if missing:
-            raise ServingError(f"columns {missing} not found; the model reads {f['denseColumns'] + f['sparseColumns']}, the data has {table.column_names}")
-        n = table.num_rows
-        dense = np.zeros((n, len(f["denseColumns"])), dtype=np.float32)
-        for j, c in enumerate(f["denseColumns"]):
-            dense[:, j] = _dense_values(table.column(c), c)
-        sparse = np.zeros((n, len(f["sparseColumns"])), dtype=np.int64)
-        text = f["data"]["format"] in ("criteo", "csv")
-        for j, c in enumerate(f["sparseColumns"]):
-            values = table.column(c).to_pylist()
-            # as the data layer reads each format: an empty text field or a Parquet null is "missing"
-            raw = [MISSING if v is None or (text and v == "") else str(v) for v in values]
-            sparse[:, j] = _hash_strings(np.array(raw, dtype=object), j, f["buckets"])
-        return dense, sparse
+            raise ServingError(f"columns {missing} not found; the model reads {wanted}, the data has {table.column_names}")
+        bad = BadRows(1.0, self.uri)
+        decoder = Decoder(self.spec, self.columns)
+        dense, sparse, start = [], [], 0
+        for rb in table.select(wanted).to_batches():
+            dec = decoder.decode(RawBatch(rb, "rows", lambda i, s=start: s + i + 1), bad)
+            if bad.bad:
+                raise ServingError(f"row {bad.first.row}: {bad.first.message}" if bad.first else f"{bad.bad} malformed row(s)")
+            chunk = self.fitted.encode(dec)
+            dense.append(chunk.dense)
+            sparse.append(chunk.sparse)
+            start += rb.num_rows
+        if not dense:
+            return (np.zeros((0, self.features["denseFeatures"]), np.float32),
+                    np.zeros((0, self.features["sparseFeatures"]), np.int64))
+        return np.concatenate(dense), np.concatenate(sparse)
 
     def predict(self, table: Any, batch_size: int = 8192) -> np.ndarray:
         """Probabilities [n, tasks] for every row of `table`, in order."""
@@ -165,23 +178,6 @@ class ServingModel:
             for s in range(0, len(dense), batch_size):
                 out.append(self.module(torch.from_numpy(dense[s : s + batch_size]), torch.from_numpy(sparse[s : s + batch_size])).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.tasks)), dtype=np.float32)
-
-
-def _dense_values(col: Any, name: str) -> np.ndarray:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-        arr, good = _parse_floats(col.to_pylist())
-        if not good.all():
-            row = int(np.argmin(good))
-            raise ServingError(f"column {name!r}, row {row + 1}: {col[row].as_py()!r} is not a number")
-        return arr
-    try:
-        arr = np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise ServingError(f"column {name!r} ({col.type}) is not numeric: {exc}") from exc
-    return np.where(np.isnan(arr), 0.0, arr)  # null = missing = 0, as in training
 
 
 def load(uri: str) -> ServingModel:
@@ -196,14 +192,13 @@ def load(uri: str) -> ServingModel:
     return ServingModel(module, features, uri)
 
 
-def read_rows(uri: str, features: dict[str, Any], extra: list[str] = ()) -> Any:
+def read_rows(uri: str, model: ServingModel, extra: list[str] = ()) -> Any:
     """A CSV/TSV/Parquet file as a pyarrow table of the model's feature columns (labels optional)
     and the `extra` columns asked for.
 
-    Parquet by extension (.parquet, .pq), else text in the model's own format: a header row for
-    csv; none for criteo (label first when a row has 40 fields, 39 without it). Text fields are
-    kept as strings and parsed as the data layer parses them; quotes are not special (the
-    trainer splits on the delimiter alone).
+    Parquet by extension (.parquet, .pq), else text in the model's own format, read as the data
+    layer reads it: csv with a header row and RFC 4180 quotes; criteo without a header or quotes
+    (label first when a row has 40 fields, 39 without it); every field as text, empty = missing.
     """
     import pyarrow as pa
     import pyarrow.csv as pcsv
@@ -212,8 +207,8 @@ def read_rows(uri: str, features: dict[str, Any], extra: list[str] = ()) -> Any:
     fs, path = fsspec.core.url_to_fs(uri)
     if not fs.exists(path):
         raise ServingError(f"no data file at {uri}")
-    wanted = list(dict.fromkeys([*features["denseColumns"], *features["sparseColumns"], *extra]))
-    fmt = features["data"]["format"]
+    wanted = list(dict.fromkeys([*model.feature_columns(), *extra]))
+    data = model.spec.data
     try:
         if path.endswith((".parquet", ".pq")):
             with fs.open(path, "rb") as fh:
@@ -223,34 +218,34 @@ def read_rows(uri: str, features: dict[str, Any], extra: list[str] = ()) -> Any:
                 if absent:
                     raise ServingError(f"{uri}: columns {absent} not found; the file has {have}")
                 return pf.read(columns=wanted)
-        sep = features["data"].get("delimiter") or ("\t" if fmt == "criteo" else ",")
+        criteo = data.format == "criteo"
         with fs.open(path, "rb", compression="infer") as fh:
-            data = fh.read()
-        parse = pcsv.ParseOptions(delimiter=sep, quote_char=False)
-        if fmt == "criteo":
+            raw = fh.read()
+        parse = pcsv.ParseOptions(delimiter=data.delimiter or ("\t" if criteo else ","), quote_char=False if criteo else '"')
+        convert = {"strings_can_be_null": True, "quoted_strings_can_be_null": True, "null_values": [""]}
+        if criteo:
             table = pcsv.read_csv(
-                io.BytesIO(data),
-                read_options=pcsv.ReadOptions(autogenerate_column_names=True),
-                parse_options=parse,
-                convert_options=pcsv.ConvertOptions(strings_can_be_null=False, quoted_strings_can_be_null=False, null_values=[], column_types={f"f{i}": pa.string() for i in range(40)}),
+                io.BytesIO(raw), read_options=pcsv.ReadOptions(autogenerate_column_names=True), parse_options=parse,
+                convert_options=pcsv.ConvertOptions(column_types={f"f{i}": pa.string() for i in range(40)}, **convert),
             )
-            names = [*[f"I{i}" for i in range(1, 14)], *[f"C{i}" for i in range(1, 27)]]
-            if table.num_columns == 40:
-                names = [features["labelColumns"][0], *names]
-            elif table.num_columns != 39:
-                raise ServingError(f"{uri}: criteo rows have 39 feature fields (40 with the label), found {table.num_columns}")
+            names = [*CRITEO_DENSE_COLUMNS, *CRITEO_SPARSE_COLUMNS]
+            if table.num_columns == len(names) + 1:
+                names = [model.spec.label_columns()[0], *names]
+            elif table.num_columns != len(names):
+                raise ServingError(f"{uri}: criteo rows have {len(names)} feature fields ({len(names) + 1} with the label), found {table.num_columns}")
+            absent = [c for c in wanted if c not in names]
+            if absent:
+                raise ServingError(f"{uri}: columns {absent} are not criteo columns")
             return table.rename_columns(names).select(wanted)
-        header = data.split(b"\n", 1)[0].decode().rstrip("\r").split(sep)  # as the trainer reads it
+        first = pcsv.read_csv(io.BytesIO(raw.split(b"\n", 1)[0] + b"\n"), parse_options=parse,
+                              read_options=pcsv.ReadOptions(autogenerate_column_names=True)) if raw.strip() else None
+        header = [str(v) for v in first.to_pylist()[0].values()] if first is not None and first.num_rows else []
         absent = [c for c in wanted if c not in header]
         if absent:
             raise ServingError(f"{uri}: columns {absent} not found; the header has {header}")
         return pcsv.read_csv(
-            io.BytesIO(data),
-            parse_options=parse,
-            convert_options=pcsv.ConvertOptions(
-                include_columns=wanted, column_types={c: pa.string() for c in wanted},
-                strings_can_be_null=False, quoted_strings_can_be_null=False, null_values=[],
-            ),
+            io.BytesIO(raw), parse_options=parse,
+            convert_options=pcsv.ConvertOptions(include_columns=wanted, column_types={c: pa.string() for c in wanted}, **convert),
         )
     except (pa.ArrowInvalid, DataError, UnicodeDecodeError) as exc:
-        raise ServingError(f"{uri}: cannot read it as {fmt} rows: {exc}") from exc
+        raise ServingError(f"{uri}: cannot read it as {data.format} rows: {str(exc).splitlines()[0]}") from exc

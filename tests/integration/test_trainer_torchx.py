@@ -1,5 +1,6 @@
-"""The trainer's TorchX component, launched for real with the `local_cwd` scheduler, and the
-loop under torchrun with two CPU workers (DDP over gloo)."""
+"""The trainer's TorchX component, launched for real with the `local_cwd` scheduler, the loop
+under torchrun with two CPU workers (DDP over gloo), and the exit code a failed job reports: the
+worker's classified ExitCode, not torchrun's 1."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def test_component_builds_a_torchrun_app_without_submitting():
     assert role.image == "registry/trainer:1" and role.num_replicas == 2
     assert role.resource.gpu == 4 and role.resource.cpu == 8 and role.resource.memMB == 32768
     cmd = role.args[-1]
-    assert "torchrun" in cmd and "--nnodes 2" in cmd and "--nproc_per_node 4" in cmd
+    assert role.entrypoint == "bash" and cmd.startswith("python -m modelfleet.trainer.launch --rdzv_backend c10d")
+    assert "--nnodes 2" in cmd and "--nproc_per_node 4" in cmd
     assert "-m modelfleet train --spec-json" in cmd
     with pytest.raises(ValueError):
         train('{"instance": "x"}')  # a bad spec fails at submit time, not in the pod
@@ -113,3 +115,74 @@ def test_torchrun_two_cpu_workers_train_one_model(tmp_path):
     train_rows = sum(len(c) for c in Dataset(spec, "train").chunks())
     assert metrics["trainExamples"] == train_rows  # both ranks' shards, each row once
     assert json.loads((out / "metrics.json").read_text()) == metrics
+
+
+def _bad_data_spec(out: Path, data_file: Path) -> TrainingSpec:
+    """A spec whose data is a Parquet file said to be CSV: DATA_FORMAT (4)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"click": [0, 1] * 50, "x": [1.0] * 100}), data_file)
+    wire = _spec(out).wire()
+    wire["data"] = {"format": "csv", "trainUri": str(data_file), "denseColumns": ["x"]}
+    return TrainingSpec.model_validate(wire)
+
+
+def test_torchrun_itself_exits_1_whatever_its_worker_exits(tmp_path):
+    # why modelfleet.trainer.launch exists: the worker exits 4, torchrun reports 1
+    spec = _bad_data_spec(tmp_path / "out", tmp_path / "data.csv")
+    proc = subprocess.run(
+        [str(BIN / "torchrun"), "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", "localhost:0",
+         "-m", "modelfleet", "train", "--spec-json", spec.model_dump_json(by_alias=True)],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1 and "exitcode  : 4" in proc.stderr, proc.stderr[-3000:]
+
+
+def _launch(spec: TrainingSpec, nproc: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-P", "-m", "modelfleet.trainer.launch", "--nproc_per_node", str(nproc), "--rdzv_backend",
+         "c10d", "--rdzv_endpoint", "localhost:0", "-m", "modelfleet", "train",
+         "--spec-json", spec.model_dump_json(by_alias=True)],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_launch_checks_spec_and_data_before_starting_workers(tmp_path):
+    from modelfleet.trainer.report import read_failure
+
+    spec = _bad_data_spec(tmp_path / "out", tmp_path / "data.csv")
+    proc = _launch(spec, nproc=2)
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    assert proc.stderr.startswith("modelfleet train: error: spec.data.format: 'csv', but ")
+    assert "[modelfleet.train]" not in proc.stderr  # no worker started
+    failure = read_failure(str(tmp_path / "out"))
+    assert (failure.code, failure.reason, failure.field) == (4, "DataFormatError", "spec.data.format")
+
+
+def test_launch_exits_with_the_failed_workers_code(tmp_path):
+    from modelfleet.trainer.report import read_failure
+    from modelfleet.trainer.train import train as train_in_process
+
+    out = tmp_path / "out"
+    train_in_process(_spec(out, steps=2))  # a checkpoint of revision r1 at the output URI
+    other = TrainingSpec.model_validate({**_spec(out, steps=2).wire(), "revision": "r2"})
+    proc = _launch(other, nproc=2)  # the pre-flight passes; both workers refuse the checkpoint
+    assert proc.returncode == 7, proc.stderr[-3000:]
+    assert "modelfleet launch: worker failed; exit code 7" in proc.stderr
+    assert read_failure(str(out)).reason == "CheckpointMismatch"
+
+
+def test_torchx_local_cwd_reports_the_classified_exit_code(tmp_path):
+    spec = _bad_data_spec(tmp_path / "out", tmp_path / "data.csv")
+    logs = tmp_path / "logs"
+    proc = subprocess.run(
+        [str(BIN / "torchx"), "run", "-s", "local_cwd", "-cfg", f"log_dir={logs}",
+         "trainer/component.py:train", "--spec_json", spec.model_dump_json(by_alias=True), "--cpu", "1"],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert "FAILED" in proc.stderr, proc.stderr[-3000:]
+    (record,) = logs.glob("*/*/SUCCESS")  # local_cwd's record of the finished app
+    (replica,) = json.loads(record.read_text())["roles"]["modelfleet"]
+    assert replica["exitcode"] == 4
+    assert json.loads((tmp_path / "out" / "failure.json").read_text())["reason"] == "DataFormatError"

@@ -16,7 +16,7 @@ import torch
 from modelfleet.cli import main
 from modelfleet.trainer import serving
 from modelfleet.trainer.components.model import RankingModel
-from modelfleet.trainer.data import Dataset, DenseTransform
+from modelfleet.trainer.data import Dataset, Features
 from modelfleet.trainer.techniques.catalogue import resolve_plan
 from modelfleet.trainer.train import predict, train
 
@@ -47,15 +47,13 @@ def _write_csv(path: Path, rows: dict[str, list], blank_dense_every: int = 7) ->
 
 
 def _trainer_eval_predictions(spec) -> np.ndarray:
-    """What the trainer computes on the eval split, from model.pt and its fitted transform."""
+    """What the trainer computes on the eval split, from model.pt and the features it fitted."""
     plan = resolve_plan(spec)
     state = torch.load(Path(spec.output_uri, "model.pt"), weights_only=False)
     model = RankingModel(plan)
     model.load_state_dict(state["model"])
-    t = state["transform"]
-    transform = DenseTransform(t["kind"], None if t["mean"] is None else np.array(t["mean"]),
-                               None if t["std"] is None else np.array(t["std"]))
-    p, _ = predict(model, Dataset(spec, "eval"), transform, 512, torch.device("cpu"), False)
+    features = Features.from_state(spec, state["features"])
+    p, _ = predict(model, Dataset(spec, "eval", features=features), features.dense, 512, torch.device("cpu"), False)
     return p
 
 
@@ -76,7 +74,10 @@ def test_predict_on_the_eval_csv_reproduces_the_trainers_eval_predictions(make_s
         techniques=[{"name": "dcnv2-cross", "params": {"layers": 1}}],
         event="y",
         data={"format": "csv", "trainUri": str(tmp_path / "train.csv"), "evalUri": str(tmp_path / "eval.csv"),
-              "denseColumns": ["a", "b"], "sparseColumns": ["c1", "c2"], "denseTransform": transform},
+              "denseColumns": ["a", "b"], "sparseColumns": ["c1", "c2"], "denseTransform": transform,
+              # every encoding the data layer has: hash (c1), identity (c2), bucketized numbers (b)
+              "encodings": [{"column": "c2", "kind": "identity", "cardinality": 25}],
+              "bucketize": [{"column": "b", "buckets": 5}]},
         recipe={"steps": 40, "batchSize": 128, "learningRate": 0.02},
     )
     result = train(spec)
@@ -113,7 +114,10 @@ def test_predict_on_parquet_with_nulls_and_two_tasks(make_spec, tmp_path, capsys
                       "tasks": [{"name": "buy"}, {"name": "skip", "labelColumn": "y2"}]},
         event="y",
         data={"format": "parquet", "trainUri": str(tmp_path / "train.parquet"), "evalUri": str(tmp_path / "eval.parquet"),
-              "denseColumns": ["a", "b"], "sparseColumns": ["c1", "c2"], "denseTransform": "standard"},
+              "denseColumns": ["a", "b"], "sparseColumns": ["c1", "c2"], "denseTransform": "standard",
+              # a fitted vocabulary (its values outside the vocabulary share one id) and fixed boundaries
+              "encodings": [{"column": "c1", "kind": "vocabulary", "maxSize": 4}],
+              "bucketize": [{"column": "a", "boundaries": [10, 20, 30]}]},
         recipe={"steps": 30, "batchSize": 128, "learningRate": 0.02},
     )
     train(spec)
@@ -147,13 +151,15 @@ def test_predict_names_what_is_wrong(make_spec, tmp_path, capsys):
         assert err.startswith("modelfleet predict: ") and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_missing_columns_and_bad_numbers_are_named(tmp_path):
-    features = {"format": serving.ARTIFACT_FORMAT, "data": {"format": "csv", "delimiter": None},
-                "denseColumns": ["a"], "sparseColumns": ["c"], "labelColumns": ["y"], "buckets": 10, "tasks": ["t"]}
-    model = serving.ServingModel(module=None, features=features, uri="m")
+def test_missing_columns_and_bad_numbers_are_named(make_spec, tmp_path):
+    _write_csv(tmp_path / "train.csv", _rows(400, 0))
+    spec = make_spec(event="y", recipe={"steps": 2},
+                     data={"format": "csv", "trainUri": str(tmp_path / "train.csv"), "denseColumns": ["a"], "sparseColumns": ["c1"]})
+    train(spec)
+    model = serving.load(spec.output_uri)
     (tmp_path / "x.csv").write_text("a,d\n1,2\n")
-    with pytest.raises(serving.ServingError, match=r"columns \['c'\] not found; the header has \['a', 'd'\]"):
-        serving.read_rows(str(tmp_path / "x.csv"), features)
-    (tmp_path / "y.csv").write_text("a,c\n1,u\nabc,v\n")
-    with pytest.raises(serving.ServingError, match=r"column 'a', row 2: 'abc' is not a number"):
-        model.encode(serving.read_rows(str(tmp_path / "y.csv"), features))
+    with pytest.raises(serving.ServingError, match=r"columns \['c1'\] not found; the header has \['a', 'd'\]"):
+        serving.read_rows(str(tmp_path / "x.csv"), model)
+    (tmp_path / "y.csv").write_text("a,c1\n1,u\nabc,v\n")
+    with pytest.raises(serving.ServingError, match=r"row 2: column 'a': 'abc' is not a number"):
+        model.predict(serving.read_rows(str(tmp_path / "y.csv"), model))
