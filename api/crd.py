@@ -92,7 +92,7 @@ def openapi_schema(resource: type[Resource]) -> dict[str, Any]:
         raw = model.model_json_schema(by_alias=True, mode="validation")  # type: ignore[union-attr]
         out[name] = _structural(_inline(raw, raw.get("$defs", {})))
     out["status"].pop("required", None)
-    return {
+    schema: dict[str, Any] = {
         "type": "object",
         "required": ["spec"],
         "properties": {
@@ -103,6 +103,11 @@ def openapi_schema(resource: type[Resource]) -> dict[str, Any]:
             "status": out["status"],
         },
     }
+    # CEL reads metadata.name only at the root, and a fieldPath cannot point into metadata
+    rule = resource.name_rule()
+    if rule is not None:
+        schema["x-kubernetes-validations"] = [rule]
+    return schema
 
 
 def crd(resource: type[Resource]) -> dict[str, Any]:

@@ -33,6 +33,13 @@ CATEGORY = "modelfleet"
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
+# A run is named `<instance>-<revision>` (operator/naming.py) and that name is a label value (at
+# most 63 characters) on its jobs: instance names up to this length keep run names whole and
+# readable, with no hash to shorten them. Revisions are `short_hash`es of 10 characters.
+REVISION_LENGTH = 10
+MAX_LABEL_VALUE = 63
+MAX_INSTANCE_NAME = MAX_LABEL_VALUE - 1 - REVISION_LENGTH
+
 # Fields an instance may be allowed to override (dotted paths into the template's spec).
 OVERRIDABLE_FIELDS = (
     "architecture.embedding.dim",
@@ -126,6 +133,9 @@ class RolloutSpec(SpecModel):
     paused: bool = Field(False, description="Stop starting new runs; runs in flight finish.")
 
 
+CANARY_WITHIN_CONCURRENCY = "rollout.canary.count must not exceed rollout.maxConcurrentRuns"
+
+
 class ModelTemplateSpec(SpecModel):
     model_config = SpecModel.model_config | {
         "json_schema_extra": {
@@ -133,7 +143,7 @@ class ModelTemplateSpec(SpecModel):
                 _cel(
                     "!has(self.rollout) || !has(self.rollout.canary) || !has(self.rollout.canary.count)"
                     " || self.rollout.canary.count <= self.rollout.maxConcurrentRuns",
-                    "rollout.canary.count must not exceed rollout.maxConcurrentRuns",
+                    CANARY_WITHIN_CONCURRENCY,
                     ".rollout.canary.count",
                 ),
             ]
@@ -161,10 +171,7 @@ class ModelTemplateSpec(SpecModel):
             raise ValueError(f"techniques: technique names must be unique, repeated: {dupes}")
         c = self.rollout.canary.count
         if c is not None and c > self.rollout.max_concurrent_runs:
-            raise ValueError(
-                f"rollout.canary.count ({c}) must not exceed rollout.maxConcurrentRuns "
-                f"({self.rollout.max_concurrent_runs})"
-            )
+            raise ValueError(f"{CANARY_WITHIN_CONCURRENCY} ({c} > {self.rollout.max_concurrent_runs})")
         return self
 
 
@@ -325,9 +332,28 @@ class Resource(SpecModel):
     singular: ClassVar[str]
     short_names: ClassVar[list[str]]
     printer_columns: ClassVar[list[dict[str, Any]]]
+    # (max length, why) of metadata.name, below the 253 of any object; a CEL rule in the CRD
+    name_limit: ClassVar[tuple[int, str] | None] = None
 
     api_version: Literal["modelfleet.dev/v1alpha1"] = API_VERSION
     metadata: ObjectMeta
+
+    @classmethod
+    def name_rule(cls) -> dict[str, str] | None:
+        if cls.name_limit is None:
+            return None
+        limit, why = cls.name_limit
+        return _cel(
+            f"self.metadata.name.size() <= {limit}",
+            f"metadata.name must be at most {limit} characters: {why}",
+        )
+
+    @model_validator(mode="after")
+    def _check_name(self) -> Resource:
+        rule = self.name_rule()
+        if rule is not None and len(self.metadata.name) > self.name_limit[0]:  # type: ignore[index]
+            raise ValueError(rule["message"])
+        return self
 
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
@@ -374,6 +400,11 @@ class ModelInstance(Resource):
     plural: ClassVar[str] = "modelinstances"
     singular: ClassVar[str] = "modelinstance"
     short_names: ClassVar[list[str]] = ["mi"]
+    name_limit: ClassVar[tuple[int, str] | None] = (
+        MAX_INSTANCE_NAME,
+        f"its runs are named <instance>-<{REVISION_LENGTH}-character revision>, "
+        f"a label value of at most {MAX_LABEL_VALUE}",
+    )
     printer_columns: ClassVar[list[dict[str, Any]]] = [
         {"name": "Template", "type": "string", "jsonPath": ".spec.templateRef.name"},
         {"name": "Revision", "type": "string", "jsonPath": ".status.promotedRevision"},
@@ -398,6 +429,10 @@ class TrainingRun(Resource):
     singular: ClassVar[str] = "trainingrun"
     # not `tr`: Tekton's TaskRun has it, and both are common on ML platforms
     short_names: ClassVar[list[str]] = ["mfrun"]
+    name_limit: ClassVar[tuple[int, str] | None] = (
+        MAX_LABEL_VALUE,
+        "it is the value of the modelfleet.dev/run label on the run's jobs",
+    )
     printer_columns: ClassVar[list[dict[str, Any]]] = [
         {"name": "Instance", "type": "string", "jsonPath": ".spec.instance"},
         {"name": "Revision", "type": "string", "jsonPath": ".spec.revision"},

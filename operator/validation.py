@@ -8,6 +8,9 @@ Public functions (stable; the kopf handlers, the planner, `modelfleet local` and
   (`InvalidOverride`), and a resolved spec the catalogue rejects (`InvalidTechnique`).
 - `check_instance(i, t, *, output_uri, estimate, template_valid) -> (problems, spec, cost)`: the
   same checks, returning the resolved spec and its estimated cost (one resolution, for the planner).
+- `unknown_fields(body, model) -> list[str]`: the fields of the user's last `kubectl apply`
+  (client-side) that `model` does not know -- the API server pruned them when the client asked
+  for no strict field validation. Both checks above report them first (`UnknownFields`).
 - `Problem(reason, field, message)`: `field` is the dotted path of the bad value as the user wrote
   it (`spec.techniques[1].params.rank`); `message` starts with that path, so it reads on its own in
   a condition or an Event.
@@ -21,13 +24,19 @@ the operator must keep working (validating everything else) in a build without i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from modelfleet.api.resolve import OverrideError, resolve_training_spec
-from modelfleet.api.resources import ModelInstance, ModelTemplate
+from modelfleet.api.resources import ModelInstance, ModelTemplate, Resource
 from modelfleet.trainer.spec import TrainingSpec
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,55 @@ def _technique_problem(exc: Exception) -> Problem:
     return _problem("InvalidTechnique", field, text)
 
 
+def unknown_fields(body: Mapping[str, Any], model: type[BaseModel]) -> list[str]:
+    """Dotted paths (`spec.servingBugdet`) in the last client-side apply that `model` lacks.
+
+    A create or update without strict field validation (`--validate=false`, `kubectl patch`, most
+    API clients) has unknown fields pruned before they are stored: the stored object cannot show
+    them, and managedFields record only what was kept. kubectl's last-applied-configuration
+    annotation is the one copy of what the user wrote; server-side apply rejects unknown fields
+    itself. Without the annotation there is nothing left to find.
+    """
+    text = ((body.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    return list(_unknown_in(text, model)) if text else []
+
+
+@functools.lru_cache(maxsize=4096)  # re-planned objects carry the same annotation every time
+def _unknown_in(text: str, model: type[BaseModel]) -> tuple[str, ...]:
+    try:
+        applied = json.loads(text)
+        model.model_validate({**applied, "metadata": {"name": "applied"}})
+    except ValidationError as exc:
+        paths = (
+            "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
+            for e in exc.errors()
+            if e["type"] == "extra_forbidden"
+        )
+        return tuple(sorted(set(paths)))
+    except (ValueError, TypeError):  # not JSON, or not an object: not what kubectl writes
+        pass
+    return ()
+
+
+def _unknown_problem(obj: Resource) -> list[Problem]:
+    paths = unknown_fields({"metadata": {"annotations": obj.metadata.annotations}}, type(obj))
+    if not paths:
+        return []
+    return [
+        _problem(
+            "UnknownFields",
+            paths[0],
+            f"{', '.join(paths)}: not in the {obj.kind_name} schema; the API server dropped "
+            f"{'them' if len(paths) > 1 else 'it'} (applied without strict field validation). "
+            "Fix the manifest and apply it again",
+        )
+    ]
+
+
 def validate_template(t: ModelTemplate) -> list[Problem]:
+    unknown = _unknown_problem(t)
+    if unknown:
+        return unknown
     cat = _catalogue()
     if cat is None:
         return []
@@ -88,6 +145,9 @@ def check_instance(
     a custom one (tests) is called after the catalogue validated the spec. `template_valid=True`
     skips re-validating the template (the planner already did, once per plan).
     """
+    unknown = _unknown_problem(i)
+    if unknown:
+        return unknown, None, None
     if t is None:
         ns = i.metadata.namespace
         where = f" in namespace {ns!r}" if ns else ""

@@ -94,3 +94,63 @@ def cel_errors(crd: dict[str, Any], obj: dict[str, Any], old: dict[str, Any] | N
         if not bool(result):
             failed.append(f"{path}: {rule['message']}")
     return failed
+
+
+# --- good objects of each kind, and edits of them -------------------------------------------
+
+TEMPLATE: dict[str, Any] = {
+    "apiVersion": "modelfleet.dev/v1alpha1",
+    "kind": "ModelTemplate",
+    "metadata": {"name": "ctr"},
+    "spec": {
+        "architecture": {"bottomMlp": [64, 16], "tasks": [{"name": "click"}, {"name": "like", "labelColumn": "liked"}]},
+        "techniques": [{"name": "dcnv2-cross", "params": {"layers": 2}}, {"name": "layer-norm"}],
+        "rollout": {"maxConcurrentRuns": 4, "canary": {"count": 1}},
+    },
+}
+
+INSTANCE: dict[str, Any] = {
+    "apiVersion": "modelfleet.dev/v1alpha1",
+    "kind": "ModelInstance",
+    "metadata": {"name": "ctr-feed"},
+    "spec": {
+        "templateRef": {"name": "ctr"},
+        "event": "click",
+        "data": {"format": "parquet", "trainUri": "s3://bucket/feed/"},
+        "resources": {"nnodes": 2, "gpusPerNode": 8},
+    },
+}
+
+RUN: dict[str, Any] = {
+    "apiVersion": "modelfleet.dev/v1alpha1",
+    "kind": "TrainingRun",
+    "metadata": {"name": "ctr-feed-0123456789"},
+    "spec": {
+        "instance": "ctr-feed",
+        "revision": "0123456789",
+        "training": {
+            "instance": "ctr-feed",
+            "revision": "0123456789",
+            "event": "click",
+            "architecture": {},
+            "data": {"format": "synthetic"},
+            "outputUri": "s3://bucket/out/ctr-feed-0123456789",
+        },
+    },
+}
+
+GOOD = {"ModelTemplate": TEMPLATE, "ModelInstance": INSTANCE, "TrainingRun": RUN}
+
+
+def with_(doc: dict[str, Any], path: str, value: Any = None, *, delete: bool = False) -> dict[str, Any]:
+    """A copy of `doc` with the dotted `path` set to `value` (or deleted)."""
+    doc = copy.deepcopy(doc)
+    *parents, leaf = path.split(".")
+    node = doc
+    for p in parents:
+        node = node[p]
+    if delete:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return doc

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -55,6 +55,27 @@ class SpecModel(BaseModel):
         return out
 
 
+# --- CRD hints: what the API server checks at admission (api/crd.py carries them over) ---------
+# A rule the server checks and pydantic checks too uses one message in both places.
+
+
+def cel_rule(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CEL rule for `x-kubernetes-validations` (the API server checks it at apply)."""
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+def list_map(key: str) -> dict[str, Any]:
+    """Lists keyed by a field merge item by item under server-side apply (GitOps tools and the
+    operator then own different items), and the API server rejects duplicate keys."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
+
+
+TRAIN_URI_REQUIRED = "trainUri is required unless format is synthetic"  # DataSpec's CEL rule
+
+
 # --- architecture -----------------------------------------------------------------------------
 
 InteractionKind = Literal["dot", "dcnv2", "lowrank", "attention", "concat"]
@@ -88,18 +109,21 @@ class TaskSpec(SpecModel):
     weight: float = Field(1.0, gt=0, le=100, description="Weight of this task's loss.")
 
 
+LayerWidth = Annotated[int, Field(ge=1, le=65536)]
+
+
 class ArchitectureSpec(SpecModel):
     """The model, built from standard components."""
 
     embedding: EmbeddingSpec = Field(default_factory=EmbeddingSpec)
-    bottom_mlp: list[int] = Field(
+    bottom_mlp: list[LayerWidth] = Field(
         default_factory=lambda: [64, 16],
         min_length=1,
         max_length=16,
         description="Dense (bottom) MLP layer widths; the last one must equal embedding.dim for dot interaction.",
     )
     interaction: InteractionSpec = Field(default_factory=InteractionSpec)
-    over_arch: list[int] = Field(
+    over_arch: list[LayerWidth] = Field(
         default_factory=lambda: [64, 32],
         max_length=16,
         description="Over-arch MLP layer widths above the interaction.",
@@ -109,12 +133,11 @@ class ArchitectureSpec(SpecModel):
         min_length=1,
         max_length=8,
         description="Prediction heads.",
+        json_schema_extra=list_map("name"),
     )
 
     @model_validator(mode="after")
     def _check(self) -> ArchitectureSpec:
-        if any(w < 1 or w > 65536 for w in [*self.bottom_mlp, *self.over_arch]):
-            raise ValueError("MLP layer widths must be between 1 and 65536")
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"tasks: task names must be unique, got {names}")
@@ -173,20 +196,6 @@ class SyntheticSpec(SpecModel):
     cardinality: int = Field(1000, ge=2, le=10_000_000)
     positive_rate: float = Field(0.25, gt=0, lt=1)
     seed: int = Field(0, ge=0)
-
-
-def cel_rule(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    """One CEL rule for `x-kubernetes-validations` (the API server checks it at apply)."""
-    out = {"rule": rule, "message": message}
-    if field_path:
-        out["fieldPath"] = field_path
-    return out
-
-
-def list_map(key: str) -> dict[str, Any]:
-    """Lists keyed by a field merge item by item under server-side apply (GitOps tools and the
-    operator then own different items), and the API server rejects duplicate keys."""
-    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
 
 
 class SparseEncoding(SpecModel):
@@ -317,10 +326,17 @@ class DataSpec(SpecModel):
     """Where an instance's data lives and which columns it uses."""
 
     _later_fields = frozenset({"encodings", "bucketize", "label_values", "fit_sample_rows"})
+    model_config = SpecModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel_rule("self.format == 'synthetic' || has(self.trainUri)", TRAIN_URI_REQUIRED, ".trainUri")
+            ]
+        }
+    }
 
     format: DataFormat = Field(..., description="criteo (TSV: label, 13 ints, 26 cats), csv, parquet or synthetic.")
-    train_uri: str | None = Field(None, description="fsspec URI of the training data (file, dir or glob).")
-    eval_uri: str | None = Field(None, description="fsspec URI of held-out data; else evalFraction of train.")
+    train_uri: str | None = Field(None, min_length=1, max_length=4096, description="fsspec URI of the training data (file, dir or glob).")
+    eval_uri: str | None = Field(None, min_length=1, max_length=4096, description="fsspec URI of held-out data; else evalFraction of train.")
     eval_fraction: float = Field(0.2, gt=0, lt=1, description="Held-out fraction when evalUri is unset.")
     dense_columns: list[str] = Field(default_factory=list, description="Numeric feature columns.")
     sparse_columns: list[str] = Field(default_factory=list, description="Categorical feature columns.")
@@ -375,8 +391,8 @@ class DataSpec(SpecModel):
         if self.format == "synthetic":
             if self.synthetic is None:
                 self.synthetic = SyntheticSpec()
-        elif not self.train_uri:
-            raise ValueError(f"data.trainUri is required for format {self.format!r}")
+        elif self.train_uri is None:
+            raise ValueError(TRAIN_URI_REQUIRED)
         sparse = self.sparse_column_names()
         for key, items in (("encodings", self.encodings), ("bucketize", self.bucketize)):
             seen: set[str] = set()
