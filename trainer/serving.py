@@ -182,14 +182,25 @@ class ServingModel:
 
 def load(uri: str) -> ServingModel:
     fs, root = _artifact_root(uri)
-    with fs.open(f"{root}/{FEATURES_FILE}", "r") as fh:
-        features = json.load(fh)
-    if features.get("format") != ARTIFACT_FORMAT:
-        raise ServingError(f"{uri}: artifact format {features.get('format')!r}, this modelfleet reads {ARTIFACT_FORMAT!r}")
+    where = f"{root}/{FEATURES_FILE}"
+    try:
+        with fs.open(where, "r") as fh:
+            features = json.load(fh)
+    except ValueError as exc:
+        raise ServingError(f"{where} is not JSON: {exc}") from exc
+    if not isinstance(features, dict) or features.get("format") != ARTIFACT_FORMAT:
+        found = features.get("format") if isinstance(features, dict) else None
+        raise ServingError(f"{where}: artifact format {found!r}, this modelfleet reads {ARTIFACT_FORMAT!r}")
     with fs.open(f"{root}/{MODEL_FILE}", "rb") as fh:
         module = torch.jit.load(io.BytesIO(fh.read()), map_location="cpu")
     module.eval()
-    return ServingModel(module, features, uri)
+    try:
+        return ServingModel(module, features, uri)
+    except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise ServingError(
+            f"{where} does not describe a model this modelfleet can serve ({type(exc).__name__}: {exc}); "
+            "retrain the run to write a current artifact"
+        ) from exc
 
 
 def read_rows(uri: str, model: ServingModel, extra: list[str] = ()) -> Any:

@@ -150,6 +150,14 @@ def test_predict_names_what_is_wrong(make_spec, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("modelfleet predict: ") and message in err and len(err.strip().splitlines()) == 1
 
+    # an artifact from another modelfleet: its description is refused by name, not by a traceback
+    features = Path(spec.output_uri, "serving", serving.FEATURES_FILE)
+    described = json.loads(features.read_text())
+    del described["spec"]
+    features.write_text(json.dumps(described))
+    with pytest.raises(serving.ServingError, match=r"does not describe a model this modelfleet can serve \(KeyError: 'spec'\)"):
+        serving.load(spec.output_uri)
+
 
 def test_missing_columns_and_bad_numbers_are_named(make_spec, tmp_path):
     _write_csv(tmp_path / "train.csv", _rows(400, 0))
