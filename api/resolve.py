@@ -4,6 +4,10 @@ A template's revision hashes only what changes the trained model: architecture, 
 (sorted by name, with their params) and recipe. Labels, annotations, technique order and the
 rollout policy do not change it, so they never retrain anything. An instance's desired revision
 adds its own event, data and overrides to that.
+
+Data URIs are hashed as written: a relative path (`data/train.csv`, relative to the manifests'
+folder in `modelfleet local`) is resolved only in the spec the trainer reads (`base_dir`), so a
+folder copied or moved elsewhere keeps every revision.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelfleet.api.resources import ModelInstance, ModelTemplate, ModelTemplateSpec
+from modelfleet.trainer.preflight import resolve_uri
 from modelfleet.trainer.spec import TrainingSpec, short_hash
 
 
@@ -60,15 +65,18 @@ def apply_overrides(spec: ModelTemplateSpec, overrides: dict[str, Any]) -> Model
         raise OverrideError(next(iter(sorted(overrides))), err["msg"]) from None
 
 
-def instance_revision(template: ModelTemplate, instance: ModelInstance) -> str:
-    """The revision an instance should be trained at: template revision + its own inputs."""
+def instance_revision(template: ModelTemplate, instance: ModelInstance, *, template_rev: str | None = None) -> str:
+    """The revision an instance should be trained at: template revision + its own inputs.
+
+    `template_rev`: `template_revision(template.spec)` when the caller has it (one per plan, not
+    one per instance)."""
     spec = instance.spec
     data = spec.data.model_dump(mode="json", by_alias=True)
     if data.get("version") is None:
         data.pop("version", None)  # unset: the same revision as before the field existed
     return short_hash(
         {
-            "template": template_revision(template.spec),
+            "template": template_rev or template_revision(template.spec),
             "event": spec.event,
             "data": data,
             "overrides": spec.overrides,
@@ -77,10 +85,17 @@ def instance_revision(template: ModelTemplate, instance: ModelInstance) -> str:
 
 
 def resolve_training_spec(
-    template: ModelTemplate, instance: ModelInstance, output_uri: str
+    template: ModelTemplate, instance: ModelInstance, output_uri: str, *, base_dir: str | None = None
 ) -> TrainingSpec:
-    """The one fully resolved spec the trainer trains for this instance at its desired revision."""
+    """The one fully resolved spec the trainer trains for this instance at its desired revision.
+
+    `base_dir`: the folder relative data URIs are read from (the revision hashes them as written).
+    """
     effective = apply_overrides(template.spec, instance.spec.overrides)
+    data = instance.spec.data
+    if base_dir:
+        uris = {"train_uri": data.train_uri, "eval_uri": data.eval_uri}
+        data = data.model_copy(update={k: resolve_uri(v, base_dir) for k, v in uris.items() if v})
     return TrainingSpec(
         instance=instance.metadata.name,
         revision=instance_revision(template, instance),
@@ -88,6 +103,6 @@ def resolve_training_spec(
         architecture=effective.architecture,
         techniques=sorted(effective.techniques, key=lambda t: t.name),
         recipe=effective.recipe,
-        data=instance.spec.data,
+        data=data,
         output_uri=output_uri,
     )

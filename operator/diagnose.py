@@ -8,13 +8,21 @@ Reasons bubble up to the TrainingRun and its ModelInstance, so they are the spec
 can act on: `ImagePullBackOff`, `Unschedulable`, `Inadmissible`, `DeadlineExceeded`, `OOMKilled`,
 `CrashLoopBackOff`, `BackoffLimitExceeded`, `Error`, `NotFound`. Messages name the pod, container
 and image so `kubectl describe` is one copy-paste away.
+
+A trainer that exits with one of its permanent codes (`trainer/report.py`: bad spec, data, format,
+labels, ...) gets that code's reason (`DataNotFound`, `InvalidLabels`, ...) instead of `Error`,
+read from the container's exit code or, once the pods are gone, from the Job's `PodFailurePolicy`
+condition; the run reconciler does not retry those.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from modelfleet.trainer.report import reason_for
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled", "Unknown"]
 FINISHED: tuple[str, ...] = ("Succeeded", "Failed", "Cancelled")
@@ -119,6 +127,10 @@ def _terminal(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> JobS
         message = failed.get("message") or f"job {name} failed"
         if reason == "DeadlineExceeded":
             return JobState("Failed", "DeadlineExceeded", f"job {name}: {message}")
+        if reason == "PodFailurePolicy":
+            # "Container train for pod ns/p failed with exit code 3 matching FailJob rule at index 0"
+            code = re.search(r"exit code (\d+)", message)
+            reason = (reason_for(int(code.group(1))) if code else None) or reason
         return _failure(name, pods, reason, f"job {name}: {message}")
     return None
 
@@ -135,14 +147,14 @@ def _failure(job_name: str, pods: Sequence[Mapping[str, Any]], fallback: str, jo
                 f"pod {pod} container {container} (image {image}) was killed for exceeding its memory "
                 f"limit (exit code {term.get('exitCode')}); raise resources.memoryMb",
             )
-    for pod, container, image, state in terminated:
+    for pod, container, image, state in sorted(terminated, key=lambda t: reason_for(t[3]["terminated"].get("exitCode")) is None):
         term = state["terminated"]
         if term.get("exitCode", 0) != 0:
             detail = (term.get("message") or "").strip().splitlines()
             tail = f": {detail[-1]}" if detail else ""
             return JobState(
                 "Failed",
-                "Error",
+                reason_for(term.get("exitCode")) or "Error",
                 f"pod {pod} container {container} (image {image}) exited with code "
                 f"{term.get('exitCode')} ({term.get('reason') or 'Error'}){tail}; {job_message}",
             )

@@ -13,6 +13,9 @@ Shape of the work (see docs/operator.md for the why):
   the planner asks (`plan.requeue_after`), which drives canary -> waves -> promotion.
 - `instance_changed` validates an instance against its template: problems become a `Stalled`
   condition and one Warning Event; it never raises, so kopf never retries it hot.
+- The data pre-flight (`datachecks.DataChecks` on the context) runs in the plan's worker thread,
+  only for instances that would start a run and only once per instance change (cached by uid,
+  generation and what it reads); its problems stop those instances like a bad manifest.
 - `run_monitor`, a daemon per TrainingRun in flight, reconciles the run with the launcher and
   wakes its template when the run finishes. `run_deleted` (behind the `naming.FINALIZER`
   finalizer) cancels the run's job.
@@ -82,6 +85,8 @@ class OperatorContext:
     _revision_seen: dict[tuple[str, str], tuple[str, float, bool]] = dataclasses.field(default_factory=dict)
     _closed: bool = False
     plans: int = 0  # plan cycles completed (tests and the benchmark wait on it)
+    # The data pre-flight, cached per instance change (plans run often; the I/O must not).
+    data_checks: Any = dataclasses.field(default_factory=lambda: _data_checks())
 
     def start(self, settings: kopf.OperatorSettings) -> None:
         self._loop = asyncio.get_running_loop()
@@ -127,6 +132,12 @@ class OperatorContext:
             self._event(namespace, template).set()
         else:
             self._loop.call_soon_threadsafe(lambda: self._event(namespace, template).set())
+
+
+def _data_checks() -> Any:
+    from modelfleet.operator.datachecks import DataChecks
+
+    return DataChecks()
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -205,12 +216,12 @@ def _problems(result: Any) -> list[tuple[str, str]]:
 def _parse(cls: type, body: dict[str, Any]) -> tuple[Any | None, tuple[str, str] | None]:
     from pydantic import ValidationError
 
+    from modelfleet.errors import validation_message
+
     try:
         return cls.model_validate(_wire(body)), None
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        return None, ("InvalidSpec", f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return None, ("InvalidSpec", validation_message(exc))
 
 
 def _wire(body: dict[str, Any]) -> dict[str, Any]:
@@ -485,6 +496,7 @@ def _plan_and_apply_sync(
     instances = [i for i in (_parse(ModelInstance, b)[0] for b in instance_bodies) if i is not None]
     runs = [r for r in (_parse(TrainingRun, b)[0] for b in run_bodies) if r is not None]
 
+    data_problems = ctx.data_checks.problems(template, instances, runs)  # I/O only for changed instances
     started = time.perf_counter()
     plan = planner.plan_template(
         template,
@@ -493,6 +505,7 @@ def _plan_and_apply_sync(
         utcnow(),
         output_uri=ctx.config.output_uri,
         image=ctx.config.trainer_image,
+        data_problems=data_problems,
     )
     metrics.PLANNER_SECONDS.observe(time.perf_counter() - started)
     apply.apply_plan(plan, store, launcher=ctx.launcher)

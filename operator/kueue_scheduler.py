@@ -8,7 +8,9 @@ What it creates, per app (one role; a training app is one torchrun role):
 - a batch/v1 Job, `completionMode: Indexed`, `completions = parallelism = num_replicas` (nnodes),
   `suspend: true` and the label `kueue.x-k8s.io/queue-name: <queue>`. Kueue creates a Workload
   for it, and unsuspends the Job once the LocalQueue's ClusterQueue has quota for all its pods
-  (all-or-nothing admission of the whole gang). `backoffLimit` = the role's max_retries.
+  (all-or-nothing admission of the whole gang). `backoffLimit` = the role's max_retries. With
+  the run option `fail_on_exit_codes`, a `podFailurePolicy` fails the Job at once on those codes
+  (the operator passes the trainer's permanent ones: bad input is never retried).
 - a headless Service named like the Job (`clusterIP: None`, `publishNotReadyAddresses: true`,
   selecting the Job's pods by `batch.kubernetes.io/job-name`), owned by the Job so it is garbage
   collected with it. The pod template sets `subdomain` to it, so pod `i` is reachable as
@@ -93,6 +95,9 @@ class Opts(StructuredOpts):
 
     ttl_seconds_after_finished: int | None = None
     """Delete the finished Job (and its Service) after this many seconds."""
+
+    fail_on_exit_codes: list[str] | None = None
+    """Exit codes that fail the Job at once, without a retry (podFailurePolicy FailJob)."""
 
 
 @dataclass
@@ -180,6 +185,8 @@ def app_to_job(app: AppDef, opts: Opts) -> KueueJob:
         job_spec["activeDeadlineSeconds"] = opts.active_deadline_seconds
     if opts.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = opts.ttl_seconds_after_finished
+    if opts.fail_on_exit_codes:
+        job_spec["podFailurePolicy"] = pod_failure_policy([int(c) for c in opts.fail_on_exit_codes])
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -199,6 +206,19 @@ def app_to_job(app: AppDef, opts: Opts) -> KueueJob:
         },
     }
     return KueueJob(job=job, service=service)
+
+
+def pod_failure_policy(exit_codes: Iterable[int]) -> dict[str, Any]:
+    """Fail the Job at once on `exit_codes` (bad input fails again however often it is retried);
+    a pod disrupted by a drain or a preemption is replaced without counting against backoffLimit.
+    Needs `restartPolicy: Never`, which the pod template has."""
+    codes = sorted({int(c) for c in exit_codes} - {0})  # the API wants them ordered, 0 excluded
+    return {
+        "rules": [
+            {"action": "FailJob", "onExitCodes": {"operator": "In", "values": codes}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]
+    }
 
 
 class KueueScheduler(Scheduler[Opts]):

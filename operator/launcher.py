@@ -36,6 +36,7 @@ from modelfleet.api.resources import TrainingRunSpec
 from modelfleet.operator import naming
 from modelfleet.operator.config import OperatorConfig
 from modelfleet.operator.diagnose import JobState, diagnose
+from modelfleet.trainer.report import PERMANENT_EXIT_CODES, reason_for
 
 __all__ = [
     "JobState",
@@ -180,6 +181,9 @@ class LocalLauncher:
       -> Running;
     - `metrics.json` at the run's output URI -> Succeeded (the trainer writes it last);
     - otherwise -> Failed (the processes are gone without a result), with the stderr tail.
+    A failed job's reason is that of the replicas' permanent exit code (`trainer/report.py`:
+    `DataNotFound`, `InvalidLabels`, ...; from the live processes or TorchX's SUCCESS file),
+    else `Error`; the run reconciler does not retry the permanent ones.
     `find` scans the records by run and attempt. `cancel` of an unknown handle kills the recorded
     process groups (TorchX starts every replica in its own session).
     """
@@ -268,7 +272,7 @@ class LocalLauncher:
             if status is not None:
                 phase = _APP_STATE_PHASE[status.state]
                 if phase == "Failed":
-                    return JobState("Failed", "Error", self._failure_message(app_id, record))
+                    return self._failed(app_id, record)
                 return JobState(phase, None, f"local job {app_id} is {status.state.name.lower()}")  # type: ignore[arg-type]
         if record is None:
             return JobState("Unknown", "NotFound", f"no local job {app_id} under {self._records}")
@@ -282,7 +286,7 @@ class LocalLauncher:
                     final = str(json.load(fh).get("final_state", ""))
                 phase = {"SUCCEEDED": "Succeeded", "FAILED": "Failed", "CANCELLED": "Cancelled"}.get(final)
                 if phase == "Failed":
-                    return JobState("Failed", "Error", self._failure_message(app_id, record))
+                    return self._failed(app_id, record)
                 if phase:
                     return JobState(phase, None, f"local job {app_id} finished: {final}")  # type: ignore[arg-type]
         if any(_alive(p["pid"], p.get("start", 0)) for p in record.get("processes", [])):
@@ -291,7 +295,30 @@ class LocalLauncher:
             return JobState("Succeeded", None, f"local job {app_id} wrote metrics.json")
         if not record.get("processes"):
             return JobState("Unknown", "Unknown", f"local job {app_id}: no process ids recorded and no result yet")
-        return JobState("Failed", "Error", self._failure_message(app_id, record))
+        return self._failed(app_id, record)
+
+    def _failed(self, app_id: str, record: dict[str, Any] | None) -> JobState:
+        """Failed, with the reason of a permanent exit code (DataNotFound, ...) or `Error`."""
+        code = self._exit_code(app_id, record)
+        message = self._failure_message(app_id, record)
+        if code is not None:
+            message = f"{message}; exit code {code}"
+        return JobState("Failed", reason_for(code) or "Error", message)
+
+    def _exit_code(self, app_id: str, record: dict[str, Any] | None) -> int | None:
+        """The replicas' exit code that explains the failure: a permanent one first, else any non-zero."""
+        codes: list[int] = []
+        with contextlib.suppress(Exception):  # TorchX's private state, as in `_processes`
+            scheduler = self._runner._scheduler_instances["local_cwd"]
+            for replicas in scheduler._apps[app_id].role_replicas.values():
+                codes += [r.proc.returncode for r in replicas if r.proc.returncode is not None]
+        if not codes and record:  # a launcher that did not start the job: TorchX's SUCCESS file has them
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                with open(os.path.join(record.get("app_log_dir", ""), "SUCCESS")) as fh:
+                    roles = json.load(fh).get("roles") or {}
+                codes = [r["exitcode"] for replicas in roles.values() for r in replicas if isinstance(r.get("exitcode"), int)]
+        failed = sorted((c for c in codes if c), key=lambda c: reason_for(c) is None)
+        return failed[0] if failed else None
 
     def _failure_message(self, app_id: str, record: dict[str, Any] | None) -> str:
         log_dir = (record or {}).get("app_log_dir") or os.path.join(self.log_dir, SESSION, app_id)
@@ -466,7 +493,12 @@ class _KubeLauncher:
         )
         info = self._runner().dryrun(app, self.scheduler, cfg=self._cfg(namespace or self.namespace))
         self._label_request(info.request, job_labels(run_name, attempt, labels))
+        self._fail_fast(info.request)
         return info
+
+    def _fail_fast(self, request: Any) -> None:
+        """Make the scheduler fail the job at once on the trainer's permanent exit codes (the kueue
+        scheduler does it through its run option `fail_on_exit_codes`, see `_cfg`)."""
 
     def submit(
         self, run_name: str, attempt: int, spec: TrainingRunSpec, labels: dict[str, str], *, namespace: str | None = None
@@ -533,6 +565,13 @@ class VolcanoLauncher(_KubeLauncher):
             pmeta = pod.setdefault("metadata", {})
             pmeta["labels"] = {**(pmeta.get("labels") or {}), **labels}
 
+    def _fail_fast(self, request: Any) -> None:
+        # Volcano's task policies: a pod that exits with one of these codes terminates the whole
+        # job (its failed pods are kept for the exit code); first-match, so ours go first.
+        policies = [{"exitCode": c, "action": "TerminateJob"} for c in sorted(PERMANENT_EXIT_CODES)]
+        for task in request.resource["spec"]["tasks"]:
+            task["policies"] = policies + list(task.get("policies") or [])
+
     def _custom(self) -> Any:
         from kubernetes import client
 
@@ -586,7 +625,12 @@ class KueueLauncher(_KubeLauncher):
         return create_scheduler(session_name, client=self.api_client())
 
     def _cfg(self, namespace: str) -> dict[str, Any]:
-        return {"queue": self.config.queue, "namespace": namespace}
+        # fail_on_exit_codes: the Job's podFailurePolicy fails it at once on bad input
+        return {
+            "queue": self.config.queue,
+            "namespace": namespace,
+            "fail_on_exit_codes": [str(c) for c in PERMANENT_EXIT_CODES],
+        }
 
     def _label_request(self, request: Any, labels: dict[str, str]) -> None:
         for obj in (request.job, request.job["spec"]["template"], request.service):

@@ -1,47 +1,66 @@
 """`modelfleet local DIR`: the embedded default -- reconcile a folder of manifests on this machine.
 
-    modelfleet local DIR [--state DIR] [--workers N] [--poll SECONDS]
+    modelfleet local DIR [--state DIR] [--prune] [--workers N] [--poll SECONDS]
 
-Reads every manifest in DIR (`*.yaml`, `*.yml`, `*.json`; multi-document YAML is fine), validates
-them, resolves relative data URIs against DIR, and then runs the operator's own core -- the same
-planner, run reconciler and status code the kopf operator runs -- against a file-backed store
-instead of a cluster, with TorchX's `local_cwd` scheduler (really training, here):
+Reads every manifest in DIR (`*.yaml`, `*.yml`, `*.json`; multi-document YAML is fine) and checks
+them (schema, then the technique catalogue) before it touches the state; then it runs the
+operator's own core -- the same planner, run reconciler and status code the kopf operator runs --
+against a file-backed store instead of a cluster, with TorchX's `local_cwd` scheduler (really
+training, here):
 
     plan every template -> apply -> reconcile every run in flight -> ... until nothing is in flight
 
+Relative data URIs stay as written (revisions hash them so) and are read from DIR. Each instance's
+data is checked before its run is queued (`datachecks.DataChecks`, once per call).
+
 State lives under `--state` (default `.modelfleet/` in the current directory):
 `state/<Kind>/<name>.json` (the objects and their status), `state/events.jsonl`, `runs/<ns>/<run>/`
-(checkpoints, metrics.json, model) and `logs/` (TorchX logs and the launcher's job records). Because
-everything is there, a stopped `modelfleet local` resumes where it was (running jobs are adopted,
-not started again); a second call after a technique edit retrains only what changed, and a call
-with nothing changed trains nothing. The folder is the source of truth: objects removed from it are
-removed from the state (an in-flight run of a removed instance is cancelled).
+(checkpoints, metrics.json, model), `logs/` (TorchX logs and the launcher's job records),
+`source.json` (the folder the state is for) and `lock`/`lock.json`. Because everything is there, a
+stopped `modelfleet local` resumes where it was (running jobs are adopted, not started again); a
+second call after a technique edit retrains only what changed, and a call with nothing changed
+trains nothing. The state cannot be lost by accident: it is one folder's (another folder is refused,
+EXIT_OTHER_FOLDER, unless `--prune`), nothing is deleted without `--prune`, and one process at a
+time holds it (EXIT_LOCKED for a second one, naming the holder).
 
-Exit status: 0 when every instance ends promoted (or is blocked by its serving budget, or
-suspended), 1 when any fails (run failure, gate, paused rollout), 2 for bad manifests.
+Exit status (docs/cli.md): 0 when every instance ends promoted (or is blocked by its serving
+budget, or suspended), 1 when any other is not promoted (run failure, gate, paused rollout), 2 for
+bad input (manifests, or an instance's data), 3 and 4 as above, 130 when interrupted.
 
-Public functions: `load_manifests(folder) -> Manifests`, `sync_store(store, manifests, launcher)`,
-`reconcile_once(store, launcher, now, *, output_uri, image, workers) -> Tick`, `configure`, `run`.
+Public functions: `load_manifests(folder) -> Manifests`, `manifest_problems(manifests)`,
+`load_checked(folder)`, `sync_store(store, manifests, launcher, *, prune)`, `state_lock(state,
+folder)`, `claim_state(state, store, folder, *, prune)`, `reconcile_once(store, launcher, now, *,
+output_uri, image, workers, base_dir, data_checks) -> Tick`, `configure`, `run`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from modelfleet.api.resources import BY_KIND, FINISHED_PHASES, ModelInstance, ModelTemplate, TrainingRun
+from modelfleet.errors import CliError
 from modelfleet.operator.progress_view import Row, make_view
 from modelfleet.trainer.progress import read_progress
 
 DEFAULT_STATE = ".modelfleet"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+SOURCE_FILE = "source.json"  # <state>/source.json: the manifests' folder the state was made for
+LOCK_FILE = "lock"  # <state>/lock: held by the one `modelfleet local` using the state
+OWNER_FILE = "lock.json"  # <state>/lock.json: who holds it (pid, folder, since)
+
+EXIT_OK, EXIT_NOT_PROMOTED, EXIT_INVALID, EXIT_OTHER_FOLDER, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
 class ManifestError(ValueError):
@@ -53,39 +72,42 @@ class Manifests:
     templates: list[ModelTemplate] = field(default_factory=list)
     instances: list[ModelInstance] = field(default_factory=list)
     runs: list[TrainingRun] = field(default_factory=list)
+    folder: Path | None = None  # resolved; relative data URIs are read from here
+    sources: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> file name
 
-
-def _is_uri_relative(uri: str) -> bool:
-    return "://" not in uri and not os.path.isabs(uri)
-
-
-def _error_text(exc: Exception) -> str:
-    from pydantic import ValidationError
-
-    if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        return f"{where}: {err.get('msg')}" if where else str(err.get("msg"))
-    return str(exc)
+    def where(self, kind: str, name: str) -> str:
+        """`file: Kind name`, how an error names an object."""
+        return f"{self.sources.get((kind, name), '?')}: {kind} {name}"
 
 
 def load_manifests(folder: str | os.PathLike[str]) -> Manifests:
-    """Every modelfleet object in `folder` (not its subfolders), data URIs made absolute.
+    """Every modelfleet object in `folder` (not its subfolders), exactly as written.
 
-    Raises ManifestError naming the file, the object and the field.
+    Data URIs stay as written (relative ones are read from `folder`, see `Manifests.folder`), so
+    revisions do not depend on where the folder lies. Raises ManifestError naming the file, the
+    object and the field.
     """
     import yaml
+
+    from modelfleet.errors import validation_message
 
     root = Path(folder).resolve()
     if not root.is_dir():
         raise ManifestError(f"{folder}: not a directory")
-    out = Manifests()
-    seen: dict[tuple[str, str], Path] = {}
+    out = Manifests(folder=root)
     for path in sorted(p for p in root.iterdir() if p.suffix in MANIFEST_SUFFIXES and p.is_file()):
         try:
-            docs = list(yaml.safe_load_all(path.read_text()))
+            # bytes: YAML reads UTF-8 and UTF-16 (with a BOM) and names the offending byte otherwise
+            docs = list(yaml.safe_load_all(path.read_bytes()))
+        except yaml.reader.ReaderError as exc:
+            byte = f"0x{exc.character:02x}" if isinstance(exc.character, int) else repr(exc.character)
+            raise ManifestError(
+                f"{path.name}: not UTF-8 text: byte {byte} at position {exc.position} ({exc.reason}); save the file as UTF-8"
+            ) from exc
         except yaml.YAMLError as exc:
-            raise ManifestError(f"{path.name}: not valid YAML: {exc}") from None
+            raise ManifestError(f"{path.name}: not valid YAML: {exc}") from exc
+        except OSError as exc:
+            raise ManifestError(f"{path.name}: cannot be read: {exc}") from exc
         for doc in docs:
             if not isinstance(doc, dict):
                 continue
@@ -93,22 +115,39 @@ def load_manifests(folder: str | os.PathLike[str]) -> Manifests:
             if kind not in BY_KIND:
                 continue  # other objects (ConfigMaps, ...) are not ours to reconcile
             name = (doc.get("metadata") or {}).get("name", "?")
-            if kind == "ModelInstance":
-                data = (doc.get("spec") or {}).get("data") or {}
-                for key in ("trainUri", "evalUri"):
-                    if isinstance(data.get(key), str) and _is_uri_relative(data[key]):
-                        data[key] = str((root / data[key]).resolve())
             try:
                 obj = BY_KIND[kind].model_validate(doc)
-            except Exception as exc:
-                raise ManifestError(f"{path.name}: {kind} {name}: {_error_text(exc)}") from None
+            except ValidationError as exc:
+                raise ManifestError(f"{path.name}: {kind} {name}: {validation_message(exc)}") from exc
             key = (kind, obj.metadata.name)
-            if key in seen:
-                raise ManifestError(f"{path.name}: {kind} {obj.metadata.name} is also defined in {seen[key].name}")
-            seen[key] = path
+            if key in out.sources:
+                raise ManifestError(f"{path.name}: {kind} {obj.metadata.name} is also defined in {out.sources[key]}")
+            out.sources[key] = path.name
             {"ModelTemplate": out.templates, "ModelInstance": out.instances, "TrainingRun": out.runs}[kind].append(obj)  # type: ignore[attr-defined]
     if not out.templates and not out.instances:
         raise ManifestError(f"{folder}: no ModelTemplate or ModelInstance manifests found")
+    return out
+
+
+def manifest_problems(manifests: Manifests) -> list[str]:
+    """What the API would accept but the catalogue and the templates reject, one line per object:
+    `file: Kind name: field: message` (unknown techniques, bad params, overrides, a missing template)."""
+    from modelfleet.operator.validation import validate_instance, validate_template
+
+    out = []
+    valid: dict[str, ModelTemplate | None] = {}
+    for t in manifests.templates:
+        problems = validate_template(t)
+        valid[t.metadata.name] = None if problems else t
+        out += [f"{manifests.where('ModelTemplate', t.metadata.name)}: {p.message}" for p in problems[:1]]
+    for i in manifests.instances:
+        ref = i.spec.template_ref.name
+        if ref in valid and valid[ref] is None:
+            continue  # the template's own problem is reported once, above
+        problems = validate_instance(i, valid.get(ref))
+        if problems and problems[0].reason == "TemplateNotFound":
+            problems = [replace(problems[0], message=f"spec.templateRef.name: ModelTemplate {ref!r} is not in {manifests.folder}")]
+        out += [f"{manifests.where('ModelInstance', i.metadata.name)}: {p.message}" for p in problems[:1]]
     return out
 
 
@@ -125,8 +164,11 @@ def parse(cls: type, body: dict[str, Any]) -> Any:
     return cls.model_validate({k: v for k, v in body.items() if k in ("apiVersion", "kind", "metadata", "spec", "status")})
 
 
-def sync_store(store: Any, manifests: Manifests, launcher: Any = None) -> None:
-    """Make the store's templates and instances those of the folder (like `kubectl apply --prune`)."""
+def sync_store(store: Any, manifests: Manifests, launcher: Any = None, *, prune: bool = False) -> list[str]:
+    """Put the folder's objects into the store (like `kubectl apply`); returns the objects the store
+    holds that the folder does not (`Kind name`). With `prune` (like `kubectl apply --prune`) those
+    are deleted instead, with the runs of deleted instances (their jobs cancelled); without it
+    nothing is deleted: they stay, and are reconciled as before."""
     from modelfleet.operator.runs import cancel_run
     from modelfleet.operator.store import FileStore
 
@@ -135,14 +177,19 @@ def sync_store(store: Any, manifests: Manifests, launcher: Any = None) -> None:
         "ModelTemplate": {t.metadata.name: t for t in manifests.templates},
         "ModelInstance": {i.metadata.name: i for i in manifests.instances},
     }
+    extra: list[str] = []
     for kind, objs in wanted.items():
         for obj in objs.values():
             store.put(kind, _body(obj))
         for body in store.list(kind):
             if body["metadata"]["name"] not in objs:
-                store.delete(kind, body["metadata"]["name"])
+                extra.append(f"{kind} {body['metadata']['name']}")
+                if prune:
+                    store.delete(kind, body["metadata"]["name"])
     for run in manifests.runs:  # ad-hoc runs a user wrote
         store.create("TrainingRun", _body(run))
+    if not prune:
+        return extra
     # A run's owner is its instance: removing the instance removes its runs (cancelling the job).
     adhoc = {r.metadata.name for r in manifests.runs}
     for body in store.list("TrainingRun"):
@@ -153,6 +200,82 @@ def sync_store(store: Any, manifests: Manifests, launcher: Any = None) -> None:
         if run.status is None or run.status.phase not in FINISHED_PHASES:
             cancel_run(run, launcher, dt.datetime.now(dt.UTC), reason="InstanceDeleted")
         store.delete("TrainingRun", body["metadata"]["name"])
+    return extra
+
+
+# --- the state folder: whose it is, and who holds it -------------------------------------------
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _write_json(path: Path, body: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(body, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def state_lock(state: Path, folder: Path) -> Iterator[None]:
+    """Hold `<state>/lock` (an OS file lock: released when the process ends, however it ends).
+
+    A second process gets CliError(EXIT_LOCKED) naming the holder, from `<state>/lock.json`.
+    """
+    from filelock import FileLock, Timeout
+
+    state.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(state / LOCK_FILE), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        owner = _read_json(state / OWNER_FILE)
+        who = f"process {owner.get('pid', '?')} (modelfleet local {owner.get('folder', '?')}, since {owner.get('since', '?')})"
+        raise CliError(
+            f"state folder {state} is in use by {who}; wait for it to finish, or use another --state", EXIT_LOCKED
+        ) from None
+    owner_file = state / OWNER_FILE
+    try:
+        _write_json(owner_file, {"pid": os.getpid(), "folder": str(folder), "since": _stamp()})
+        yield
+    finally:
+        if _read_json(owner_file).get("pid") == os.getpid():
+            owner_file.unlink(missing_ok=True)
+        lock.release()
+
+
+def claim_state(state: Path, store: Any, folder: Path, *, prune: bool) -> None:
+    """Make the state `folder`'s, or refuse (CliError(EXIT_OTHER_FOLDER)) when it holds the objects
+    of another folder and `prune` was not asked for. Call it holding `state_lock`."""
+    source = state / SOURCE_FILE
+    recorded = _read_json(source).get("folder")
+    if recorded and recorded != str(folder) and not prune:
+        counts = {k: len(store.list(k)) for k in ("ModelTemplate", "ModelInstance", "TrainingRun")}
+        if counts["ModelTemplate"] or counts["ModelInstance"]:
+            raise CliError(
+                f"state folder {state} holds the objects of {recorded} ({counts['ModelTemplate']} template(s), "
+                f"{counts['ModelInstance']} instance(s), {counts['TrainingRun']} run(s)), not of {folder}. "
+                f"Give this folder a state of its own (--state DIR), or run with --prune to make this state "
+                f"{folder}'s (objects that are not in it are deleted, with their runs; for the same folder "
+                f"moved, nothing is deleted and nothing retrains)",
+                EXIT_OTHER_FOLDER,
+            )
+    if recorded != str(folder):
+        _write_json(source, {"folder": str(folder), "since": _stamp()})
+
+
+def state_folder_of(state: Path) -> str | None:
+    """The manifests' folder a state was made for (None: unknown, e.g. an older state)."""
+    return _read_json(state / SOURCE_FILE).get("folder")
+
+
+def _stamp() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -175,8 +298,14 @@ def reconcile_once(
     image: str,
     workers: int | None = None,
     read_metrics: Any = None,
+    base_dir: str | None = None,
+    data_checks: Any = None,
 ) -> Tick:
-    """One pass of the operator over the store: plan + apply every template, then every run."""
+    """One pass of the operator over the store: plan + apply every template, then every run.
+
+    `base_dir`: where relative data URIs are read from; `data_checks` (`datachecks.DataChecks`):
+    the data pre-flight, cached across passes, so each instance's data is checked once.
+    """
     from modelfleet.operator import runs as core_runs
     from modelfleet.operator import status as st
     from modelfleet.operator.actions import CancelRun, CreateRun, DeleteRun, Promote
@@ -202,7 +331,10 @@ def reconcile_once(
             template = template.model_copy(update={"spec": template.spec.model_copy(update={"rollout": rollout})})
         members = by_template.get(name, [])
         runs = [r for i in members for r in runs_by_instance.get(i.metadata.name, [])]
-        plan = plan_template(template, members, runs, now, output_uri=output_uri, image=image)
+        problems = data_checks.problems(template, members, runs) if data_checks is not None else None
+        plan = plan_template(
+            template, members, runs, now, output_uri=output_uri, image=image, base_dir=base_dir, data_problems=problems
+        )
         apply_plan(plan, store, launcher=launcher, now=now)
         tick.actions += sum(1 for a in plan.actions if isinstance(a, CreateRun | CancelRun | DeleteRun | Promote))
         if plan.requeue_after is not None:
@@ -282,9 +414,13 @@ def _progress_rows(store: Any, tick: Tick) -> list[Row]:
     return rows
 
 
-def summary(store: Any, tick: Tick) -> tuple[list[str], int, list[str]]:
-    """(table lines, exit code, problems) for the end of a `modelfleet local` run."""
-    rows, problems, code = [], [], 0
+def summary(store: Any, tick: Tick, manifests: Manifests | None = None) -> tuple[list[str], int, list[str]]:
+    """(table lines, exit code, problems) for the end of a `modelfleet local` run.
+
+    The code: EXIT_INVALID when an instance's input is bad (its data failed the pre-flight), else
+    EXIT_NOT_PROMOTED when any other instance was not promoted, else EXIT_OK.
+    """
+    rows, problems, code = [], [], EXIT_OK
     for name in sorted(tick.rows):
         info = tick.rows[name]
         status = (store.get("ModelInstance", name) or {}).get("status") or {}
@@ -300,9 +436,14 @@ def summary(store: Any, tick: Tick) -> tuple[list[str], int, list[str]]:
             result = "blocked"
         elif state == "Suspended":
             result = "suspended"
+        elif state == "Invalid":
+            result = "invalid"
+            code = EXIT_INVALID
+            where = manifests.where("ModelInstance", name) if manifests else f"ModelInstance {name}"
+            problems.append(f"{where}: {info.get('reason')}: {info.get('message')}")
         else:
             result = "not promoted"
-            code = 1
+            code = max(code, EXIT_NOT_PROMOTED)
             problems.append(f"{name}: {info.get('reason')}: {info.get('message')}")
         rows.append(
             [
@@ -340,26 +481,51 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="at most N training jobs at once on this machine")
     parser.add_argument("--poll", type=float, default=2.0, help="seconds between reconcile passes (default 2)")
     parser.add_argument("--image", default=None, help="trainer image recorded in runs (local_cwd runs this checkout)")
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete objects in the state that are not in DIR (with their runs); also makes a state made for another folder DIR's",
+    )
+
+
+def load_checked(folder: str | os.PathLike[str]) -> Manifests:
+    """`load_manifests` + `manifest_problems`: CliError(EXIT_INVALID) naming file, object and field."""
+    try:
+        manifests = load_manifests(folder)
+    except ManifestError as exc:
+        raise CliError(str(exc), EXIT_INVALID) from exc
+    problems = manifest_problems(manifests)
+    if len(problems) == 1:
+        raise CliError(problems[0], EXIT_INVALID)
+    if problems:
+        raise CliError(f"{len(problems)} invalid manifests:\n  " + "\n  ".join(problems), EXIT_INVALID)
+    return manifests
 
 
 def run(args: argparse.Namespace) -> int:
-    from modelfleet.operator.config import DEFAULT_TRAINER_IMAGE, OperatorConfig
     from modelfleet.operator.store import FileStore
 
     if args.workers is not None and args.workers < 1:
-        print("modelfleet local: --workers must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        manifests = load_manifests(args.dir)
-    except ManifestError as exc:
-        print(f"modelfleet local: {exc}", file=sys.stderr)
-        return 2
+        raise CliError("--workers must be at least 1", EXIT_INVALID)
+    # Everything the folder says is checked before the state is touched: bad input loses nothing.
+    manifests = load_checked(args.dir)
+    assert manifests.folder is not None
+    folder = manifests.folder
     state = Path(args.state or DEFAULT_STATE).resolve()
-    store = FileStore(state / "state")
-    output_uri = str(state / "runs")
-    image = args.image or DEFAULT_TRAINER_IMAGE
+    with state_lock(state, folder):
+        store = FileStore(state / "state")
+        claim_state(state, store, folder, prune=args.prune)
+        return _reconcile(args, manifests, state, store)
+
+
+def _reconcile(args: argparse.Namespace, manifests: Manifests, state: Path, store: Any) -> int:
+    """The loop of `run`, holding the state's lock."""
+    from modelfleet.operator.config import DEFAULT_TRAINER_IMAGE, OperatorConfig
+    from modelfleet.operator.datachecks import DataChecks
     from modelfleet.operator.launcher import make_launcher
 
+    output_uri = str(state / "runs")
+    image = args.image or DEFAULT_TRAINER_IMAGE
     # torchrun must be found next to this interpreter (a venv that is not on PATH).
     bindir = os.path.dirname(sys.executable)
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
@@ -367,13 +533,25 @@ def run(args: argparse.Namespace) -> int:
     launcher = make_launcher(
         OperatorConfig(scheduler="local_cwd", output_uri=output_uri, log_dir=str(state / "logs"), trainer_image=image)
     )
-    sync_store(store, manifests, launcher)
+    extra = sync_store(store, manifests, launcher, prune=args.prune)
     progress = make_view()
     print(f"modelfleet local: {len(manifests.templates)} template(s), {len(manifests.instances)} instance(s); state in {state}")
+    if extra and not args.prune:
+        print(
+            f"modelfleet local: kept {len(extra)} object(s) of the state that are not in {manifests.folder} "
+            f"({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''}); they are reconciled as before. "
+            "--prune deletes them, with their runs",
+            file=sys.stderr,
+        )
     started = time.monotonic()
+    base_dir = str(manifests.folder)
+    checks = DataChecks(base_dir=base_dir)  # each instance's data once, not once per pass
     try:
         while True:
-            tick = reconcile_once(store, launcher, dt.datetime.now(dt.UTC), output_uri=output_uri, image=image, workers=args.workers)
+            tick = reconcile_once(
+                store, launcher, dt.datetime.now(dt.UTC), output_uri=output_uri, image=image, workers=args.workers,
+                base_dir=base_dir, data_checks=checks,
+            )
             elapsed = int(time.monotonic() - started)
             progress.show(_progress_rows(store, tick), f"{tick.in_flight} run(s) in flight, {elapsed}s")
             if tick.in_flight == 0 and tick.actions == 0 and tick.run_updates == 0:
@@ -384,13 +562,13 @@ def run(args: argparse.Namespace) -> int:
             "\nmodelfleet local: stopped. Jobs in flight keep running; run the same command again to pick them up.",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         progress.close()
         close = getattr(launcher, "close", None)
         if close:
             close()
-    lines, code, problems = summary(store, tick)
+    lines, code, problems = summary(store, tick, manifests)
     print()
     print("\n".join(lines))
     for t in store.list("ModelTemplate"):

@@ -18,7 +18,13 @@ training / up to date / blocked / failed, and why; and the estimated cost of the
 - accelerators: jobs x nodes x GPUs per node from each instance's resources (GPU-hours need a
   measured throughput, which a dry run does not have).
 
-Exit status: 0, or 2 for bad manifests (the message names the file and the field).
+Data pre-flight: each instance that would retrain has its data checked (`trainer/preflight.py`:
+the URI's scheme, the files exist and are not empty, ...); one with problems is `invalid` with the
+reason and the field (`DataNotFound: spec.data.trainUri: ...`), as the operator would say it.
+
+Exit status: 0; 2 for bad input -- a manifest the API or the catalogue rejects (file, object and
+field named on stderr; a schema error stops before planning, the others are shown in the plan
+too), or an instance whose data fails the pre-flight.
 """
 
 from __future__ import annotations
@@ -132,8 +138,15 @@ def build_report(
     *,
     output_uri: str = "<output>",
     image: str = "<image>",
+    base_dir: str | None = None,
+    data_checks: Any = None,
 ) -> dict[str, Any]:
-    """The dry run as data. `state`: a Store to read current objects from, or None."""
+    """The dry run as data. `state`: a Store to read current objects from, or None.
+
+    `base_dir`: the manifests' folder (relative data URIs are read from it); `data_checks`
+    (`datachecks.DataChecks`): the data pre-flight, whose problems make an instance `Invalid`.
+    """
+    from modelfleet.operator import status as st
     from modelfleet.operator.local import parse
     from modelfleet.operator.planner import plan_template
 
@@ -162,11 +175,21 @@ def build_report(
         ]
         runs = [r for i in members for r in stored_runs.get(i.metadata.name, [])]
         by_name = {r.metadata.name: r for r in runs}
-        plan = plan_template(tmpl, members, runs, now, output_uri=output_uri, image=image)
+        problems = data_checks.problems(tmpl, members, runs) if data_checks is not None else None
+        plan = plan_template(
+            tmpl, members, runs, now, output_uri=output_uri, image=image, base_dir=base_dir, data_problems=problems
+        )
         old_rev = tmpl.status.revision if tmpl.status else None
+        # An invalid template stops the planner before its instances: they wait for its fix.
+        ready = st.find(plan.template_status.get("conditions"), "Ready") or {}
+        problem = ready if not plan.instances and ready.get("status") == "False" else None
         rows = []
         for inst in members:
-            info = plan.instances[inst.metadata.name]
+            info = plan.instances.get(inst.metadata.name) or {
+                "state": "Invalid",
+                "reason": "TemplateInvalid",
+                "message": f"waits for ModelTemplate {t.metadata.name} to be fixed ({ready.get('reason')})",
+            }
             promoted = info.get("promotedRevision")
             from modelfleet.api.resolve import resolve_training_spec
             from modelfleet.operator.naming import run_name
@@ -183,8 +206,11 @@ def build_report(
                 "flopsPerExample": info.get("flopsPerExample"),
                 "maxFlopsPerExample": info.get("maxFlopsPerExample"),
             }
+            found = (problems or {}).get(inst.metadata.name)
+            if found and info["state"] == "Invalid":
+                row["dataProblems"] = [{"reason": p.reason, "field": p.field, "message": p.message} for p in found]
             if info["state"] in RETRAIN_STATES and info.get("revision"):
-                spec = resolve_training_spec(tmpl, inst, output_uri=output_uri)
+                spec = resolve_training_spec(tmpl, inst, output_uri=output_uri, base_dir=base_dir)
                 if promoted:
                     row["techniqueDiff"] = _technique_diff(
                         spec.techniques,
@@ -217,6 +243,7 @@ def build_report(
                 "revision": plan.template_status.get("revision"),
                 "previousRevision": old_rev,
                 "rolloutPhase": plan.template_status.get("rolloutPhase"),
+                "problem": {"reason": problem.get("reason"), "message": problem.get("message")} if problem else None,
                 "instances": rows,
                 "rollout": tmpl.spec.rollout.model_dump(mode="json", by_alias=True, exclude_none=True),
             }
@@ -235,7 +262,7 @@ def _human(n: int) -> str:
     for unit, size in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= size:
             return f"{n / size:.2f} {unit}"
-    return str(n)
+    return f"{n} "
 
 
 def render(report: dict[str, Any]) -> str:
@@ -247,6 +274,8 @@ def render(report: dict[str, Any]) -> str:
         change = f"{prev} -> {t['revision']}" if prev and prev != t["revision"] else f"{t['revision']} (unchanged)" if prev else f"{t['revision']} (new)"
         r = t["rollout"]
         canary = r.get("canary", {})
+        if t.get("problem"):
+            change = f"invalid: {t['problem']['reason']}: {t['problem']['message']}"
         out.append(f"template {t['template']}: revision {change}")
         out.append(
             f"  rollout: canary {canary.get('count', str(canary.get('percent')) + '%')}, then waves of at most "
@@ -263,7 +292,7 @@ def render(report: dict[str, Any]) -> str:
                 "Suspended": "suspended",
             }.get(i["state"], i["state"].lower())
             why = i.get("why") or ("" if i["state"] == "UpToDate" else f"{i['reason']}: {i['message']}")
-            rows.append([i["instance"], action, i.get("revision") or "-", _human(i["flopsPerExample"]) if i.get("flopsPerExample") else "-", why])
+            rows.append([i["instance"], action, i.get("revision") or "-", _human(i["flopsPerExample"]).strip() if i.get("flopsPerExample") else "-", why])
         out.extend("  " + line for line in _table(["INSTANCE", "ACTION", "REVISION", "FLOPS/EX", "WHY"], rows))
         out.append("")
     for o in report["orphans"]:
@@ -283,28 +312,52 @@ def render(report: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from modelfleet.operator.local import DEFAULT_STATE, ManifestError, load_manifests
+    from modelfleet.errors import CliError
+    from modelfleet.operator.datachecks import DataChecks
+    from modelfleet.operator.local import DEFAULT_STATE, ManifestError, load_manifests, manifest_problems, state_folder_of
     from modelfleet.operator.store import FileStore
 
     try:
         manifests = load_manifests(args.dir)
     except ManifestError as exc:
-        print(f"modelfleet plan: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(str(exc), 2) from exc
+    problems = manifest_problems(manifests)  # shown in the plan too; they make the exit status 2
     state: Any = None
     if args.cluster:
         from modelfleet.operator import kube
 
         state = kube.KubeStore(kube.make_api_client(args.server), args.namespace)  # reads only: get and list
     else:
-        folder = Path(args.state or DEFAULT_STATE) / "state"
+        root = Path(args.state or DEFAULT_STATE)
+        folder = root / "state"
         if folder.is_dir():
             state = FileStore(folder)
+            made_for = state_folder_of(root)
+            if made_for and made_for != str(manifests.folder):
+                print(
+                    f"modelfleet plan: the state {root} was made for {made_for}, not {manifests.folder}; "
+                    "planning against it (objects match by name)",
+                    file=sys.stderr,
+                )
         elif args.state:
             print(f"modelfleet plan: no state under {folder}; planning from scratch", file=sys.stderr)
-    report = build_report(manifests.templates, manifests.instances, state, dt.datetime.now(dt.UTC))
+    base_dir = str(manifests.folder)
+    report = build_report(
+        manifests.templates,
+        manifests.instances,
+        state,
+        dt.datetime.now(dt.UTC),
+        base_dir=base_dir,
+        data_checks=DataChecks(base_dir=base_dir),
+    )
     if args.output == "json":
         print(json.dumps(report, indent=2))
     else:
         print(render(report))
-    return 0
+    for t in report["templates"]:
+        for row in t["instances"]:
+            for p in row.get("dataProblems") or ():
+                problems.append(f"{manifests.where('ModelInstance', row['instance'])}: {p['reason']}: {p['message']}")
+    for line in problems:
+        print(f"modelfleet plan: {line}", file=sys.stderr)
+    return 2 if problems else 0

@@ -2,7 +2,8 @@
 
 Public API (stable; the kopf `template_rollout` daemon, `modelfleet local` and `plan` call it):
 
-    plan_template(template, instances, runs, now, *, output_uri, image, estimate=None) -> Plan
+    plan_template(template, instances, runs, now, *, output_uri, image, estimate=None,
+                  base_dir=None, data_problems=None) -> Plan
 
 - `template`: the ModelTemplate; `instances`: the ModelInstances that reference it; `runs`: their
   TrainingRuns (any others are ignored); `now`: timezone-aware UTC.
@@ -11,6 +12,12 @@ Public API (stable; the kopf `template_rollout` daemon, `modelfleet local` and `
 - Runs without the `modelfleet.dev/wave` label (a user's ad-hoc TrainingRun) are left alone.
 - `estimate(spec: TrainingSpec) -> Cost | int`: forward FLOPs/example of a resolved spec; default
   the technique catalogue's `estimate_cost` (None when the catalogue is not installed: no budgets).
+- `base_dir`: the folder relative data URIs are read from (`modelfleet local`/`plan`: the
+  manifests' folder); revisions hash them as written.
+- `data_problems`: instance name -> the data pre-flight's problems (`operator/datachecks.py`, run by
+  the caller: the planner does no I/O). An instance that would start a run and has problems is
+  `Invalid` with the first problem's reason and message (`DataNotFound: spec.data.trainUri: ...`),
+  like a manifest the catalogue rejects, and no run is created for it.
 - The `Plan` holds the actions (CreateRun, CancelRun, DeleteRun, Promote, PatchStatus, Event, in
   the order they are to be applied), `requeue_after`, and the per-instance conclusions
   (`plan.instances`) and the template status (`plan.template_status`) for the CLIs.
@@ -46,7 +53,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +190,8 @@ def plan_template(
     output_uri: str,
     image: str,
     estimate: Estimate | None = None,
+    base_dir: str | None = None,
+    data_problems: Mapping[str, Sequence[Any]] | None = None,
 ) -> Plan:
     plan = Plan()
     tname = template.metadata.name
@@ -217,9 +226,11 @@ def plan_template(
     for inst in sorted(instances, key=lambda i: i.metadata.name):
         v = _View(inst=inst, name=inst.metadata.name, runs=by_instance.get(inst.metadata.name, []))
         v.promoted = inst.status.promoted_revision if inst.status else None
-        desired = instance_revision(template, inst)
+        desired = instance_revision(template, inst, template_rev=revision)
         uri = f"{output_uri.rstrip('/')}/{ns}/{run_name(v.name, desired)}"
-        v.problems, v.spec, cost = check_instance(inst, template, output_uri=uri, estimate=estimate, template_valid=True)
+        v.problems, v.spec, cost = check_instance(
+            inst, template, output_uri=uri, estimate=estimate, template_valid=True, base_dir=base_dir
+        )
         if not v.problems:
             v.desired = desired
             v.run_name = run_name(v.name, v.desired)
@@ -233,11 +244,17 @@ def plan_template(
             for run in v.runs:
                 if run.spec.revision == v.desired:
                     v.current = run
+            # Bad data stops only a run about to be queued: a promoted model or a run already made
+            # does not depend on the files being there now.
+            needs_run = v.promoted != v.desired and (v.current is None or _phase(v.current) in ("Superseded", "Cancelled"))
+            found = (data_problems or {}).get(v.name) if needs_run else None
+            if found:
+                v.problems = [Problem(p.reason, p.field, p.message) for p in found]
         views.append(v)
 
     # --- supersede, promote, gate ------------------------------------------------------------
     in_flight = 0
-    failures: list[str] = []  # runs of this template revision that failed or failed the gate
+    failures: list[str] = []  # "run (reason)" of this template revision's runs that failed or failed the gate
     for v in views:
         if v.problems:
             v.active = next((r for r in v.runs if _in_flight(r)), None)
@@ -269,9 +286,9 @@ def plan_template(
                 v.gate_reason, why = failed
                 v.gate_failed = f"run {cur.metadata.name}: {why}"
                 if counts:
-                    failures.append(cur.metadata.name)
+                    failures.append(f"{cur.metadata.name} (GateFailed)")
         elif phase == "Failed" and counts:
-            failures.append(cur.metadata.name)
+            failures.append(f"{cur.metadata.name} ({(cur.status.reason if cur.status else None) or 'RunFailed'})")
         elif phase in ("Superseded", "Cancelled"):
             v.restart = True  # the revision is wanted again: remake its run (same name) next plan
 
@@ -303,7 +320,11 @@ def plan_template(
         )
     canary_stage = n_canary > 0 and later_runs == 0
     if canary_stage and pause_reason is None:
-        bad = [v.current.metadata.name for v in canaries if v.gate_failed or _phase(v.current) == "Failed"]  # type: ignore[union-attr]
+        bad = [
+            f"{v.current.metadata.name} ({'GateFailed' if v.gate_failed else (v.current.status.reason if v.current.status else None) or 'RunFailed'})"  # type: ignore[union-attr]
+            for v in canaries
+            if v.gate_failed or _phase(v.current) == "Failed"  # type: ignore[union-attr]
+        ]
         if bad:
             pause_reason = "CanaryFailed"
             pause_message = f"canary run(s) {', '.join(bad)} failed or failed the gate; the rollout of {revision} is paused"
@@ -487,6 +508,8 @@ def plan_template(
         f"{counts['upToDate']}/{total} instances at revision {revision}; {counts['training']} training, "
         f"{waiting} waiting, {counts['failed']} failed, {counts['blocked']} blocked"
     )
+    if counts["blocked"]:
+        summary += f" ({_names([f'{v.name}: {v.reason}' for v in views if v.state in ('Blocked', 'Invalid')])})"
     if phase == "Idle":
         conds = (("True", "NoInstances", "no ModelInstance references this template"), ("False", "NoInstances", ""), ("False", "NoInstances", ""))
     elif phase == "Paused" and pause_reason == "RolloutPaused":
@@ -498,7 +521,7 @@ def plan_template(
         reason = "CanaryRunning" if phase == "Canary" else "RollingOut"
         conds = (("False", reason, summary), ("True", reason, summary), ("False", reason, ""))
     elif counts["failed"]:
-        bad = ", ".join(v.name for v in views if v.state in ("Failed", "GateFailed"))
+        bad = _names([f"{v.name} ({v.reason})" for v in views if v.state in ("Failed", "GateFailed")])
         text = f"{summary}; failed: {bad}"
         conds = (("False", "InstancesFailed", text), ("False", "InstancesFailed", ""), ("True", "InstancesFailed", text))
     else:

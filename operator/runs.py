@@ -1,13 +1,15 @@
 """The TrainingRun lifecycle, pure over a launcher: submit or adopt, poll, retry, finish.
 
 Public API (stable; the kopf `run_monitor` daemon and `modelfleet local` call these):
-- `reconcile_run(run, launcher, now, *, policy=RolloutSpec(), read_metrics=read_metrics_json)
-  -> RunUpdate(status_patch, events, requeue_after)`: one step of one run. The caller merge-patches
+- `reconcile_run(run, launcher, now, *, policy=RolloutSpec(), read_metrics=read_metrics_json,
+  read_failure=read_failure_json) -> RunUpdate(status_patch, events, requeue_after)`: one step of one run. The caller merge-patches
   `status_patch` (None: nothing changed, write nothing), records `events`, and calls again after
   `requeue_after` seconds (None: the run is finished, stop).
 - `cancel_run(run, launcher, now, *, phase="Cancelled", reason="Cancelled", message=...)
   -> RunUpdate`: cancel the run's job (best effort) and finish the run (supersede, delete).
 - `read_metrics_json(output_uri) -> dict | None`: `<output_uri>/metrics.json` through fsspec.
+- `read_failure_json(output_uri, since) -> dict | None`: the trainer's `failure.json`, if not older
+  than `since`; `classify_failure(reason, message, failure) -> (reason, message, permanent)`.
 - `job_phase(state) -> (phase, reason, message)`: a launcher's state, normalised.
 
 Lifecycle:
@@ -20,6 +22,11 @@ Lifecycle:
   backoffSeconds * 2**(attempt-1)`; else phase Failed with the job's specific reason
   (ImagePullBackOff, Unschedulable, Inadmissible, DeadlineExceeded, ...), which the planner
   bubbles up to the instance.
+- a permanent failure -- bad input, which fails the same way however often it is tried -- is Failed
+  at once, without a retry: the launcher's reason is one of `PERMANENT_REASONS` (the trainer's
+  exit code, `trainer/report.py`), or the trainer's `failure.json` under the run's outputUri names
+  a permanent code. failure.json's message (which names the field) wins when it is readable; a
+  file older than the run (left by a deleted run of the same name) is ignored.
 - the job succeeded: metrics.json is read into `status.metrics`; a succeeded job without metrics
   is a failed run (reason MetricsMissing) -- a model nobody can gate is never promoted.
 - progress: while the job is Running, `<outputUri>/progress.json` (trainer/progress.py) is copied
@@ -40,6 +47,7 @@ understood.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -58,6 +66,12 @@ from modelfleet.operator.naming import (
     label_value,
 )
 from modelfleet.operator.status import parse_time, timestamp
+from modelfleet.trainer.report import FAILURE_FILE, PERMANENT_EXIT_CODES, REASONS, ExitCode, reason_for
+
+PERMANENT_REASONS: frozenset[str] = frozenset(REASONS[ExitCode(c)] for c in PERMANENT_EXIT_CODES)
+# failure.json written before the run started is another run's; storage and operator clocks differ
+# by a little, a rerun of a deleted run comes minutes later.
+_CLOCK_SKEW = dt.timedelta(seconds=60)
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +120,38 @@ def read_metrics_json(output_uri: str) -> dict[str, Any] | None:
     except (FileNotFoundError, json.JSONDecodeError, OSError) as exc:
         log.warning("no metrics.json under %s: %s", output_uri, exc)
         return None
+
+
+def read_failure_json(output_uri: str, since: dt.datetime | None = None) -> dict[str, Any] | None:
+    """`<output_uri>/failure.json` ({code, reason, field, message}) if written since `since`."""
+    import fsspec
+
+    from modelfleet.trainer.report import read_failure
+
+    if since is not None:
+        with contextlib.suppress(NotImplementedError, AttributeError, OSError, ValueError):
+            fs, root = fsspec.core.url_to_fs(output_uri)
+            modified = fs.modified(root.rstrip("/") + "/" + FAILURE_FILE)
+            if modified.tzinfo is None:
+                modified = modified.replace(tzinfo=dt.UTC)
+            if modified < since - _CLOCK_SKEW:
+                return None
+    report = read_failure(output_uri)
+    return report.model_dump(mode="json", by_alias=True) if report is not None else None
+
+
+def classify_failure(reason: str, message: str, failure: dict[str, Any] | None) -> tuple[str, str, bool]:
+    """(reason, message, permanent) of a failed job, from its launcher and the trainer's failure.json."""
+    code = failure.get("code") if failure else None
+    written = reason_for(code) if isinstance(code, int) else None
+    if written is not None:
+        assert failure is not None
+        text = str(failure.get("message") or failure.get("reason") or written)
+        field = failure.get("field")
+        if field and str(field) not in text:
+            text = f"{field}: {text}"
+        return written, f"{text} (exit code {code})", True
+    return reason, message, reason in PERMANENT_REASONS
 
 
 def _metrics(raw: dict[str, Any]) -> dict[str, Any]:
@@ -162,9 +208,13 @@ def job_labels(run: TrainingRun, attempt: int) -> dict[str, str]:
     return labels
 
 
-def _failed(run: TrainingRun, attempt: int, reason: str, message: str, now: dt.datetime, policy: RolloutSpec) -> RunUpdate:
+def _failed(
+    run: TrainingRun, attempt: int, reason: str, message: str, now: dt.datetime, policy: RolloutSpec, *, permanent: bool = False
+) -> RunUpdate:
     name = run.metadata.name
-    if attempt <= policy.max_retries:
+    if permanent:
+        message += "; not retried: the same input fails the same way (fix it, then delete this run to train again)"
+    elif attempt <= policy.max_retries:
         delay = float(policy.backoff_seconds * 2 ** (attempt - 1))
         when = now + dt.timedelta(seconds=delay)
         text = f"attempt {attempt} failed ({reason}: {message}); retry {attempt}/{policy.max_retries} at {timestamp(when)}"
@@ -180,7 +230,7 @@ def _failed(run: TrainingRun, attempt: int, reason: str, message: str, now: dt.d
             [_event(run, "Warning", "RetryScheduled", f"{name}: {text}")],
             delay,
         )
-    text = f"attempt {attempt} of {policy.max_retries + 1} failed: {message}" if attempt > 1 else message
+    text = f"attempt {attempt} of {attempt if permanent else policy.max_retries + 1} failed: {message}" if attempt > 1 else message
     return RunUpdate(
         {
             "phase": "Failed",
@@ -202,6 +252,7 @@ def reconcile_run(
     *,
     policy: RolloutSpec | None = None,
     read_metrics: Callable[[str], dict[str, Any] | None] | None = None,
+    read_failure: Callable[..., dict[str, Any] | None] | None = None,
     poll_seconds: float = POLL_SECONDS,
     read_progress: Callable[[str], Any] | None = None,
     progress_seconds: float = PROGRESS_SECONDS,
@@ -209,6 +260,7 @@ def reconcile_run(
     policy = policy or RolloutSpec()
     read_metrics = read_metrics or read_metrics_json
     read_progress = read_progress or read_progress_json
+    read_failure = read_failure or read_failure_json
     status = run.status
     phase = status.phase if status else None
     if phase in FINISHED_PHASES:
@@ -298,6 +350,9 @@ def reconcile_run(
         reason, message = reason or "JobLost", message or f"job {handle} is not known to the scheduler"
     else:
         reason, message = reason or "JobFailed", message or f"job {handle} failed"
+        failure = read_failure(run.spec.training.output_uri, parse_time(status.start_time if status else None))
+        reason, message, permanent = classify_failure(reason, message, failure)
+        return _failed(run, attempt, reason, message, now, policy, permanent=permanent)
     return _failed(run, attempt, reason, message, now, policy)
 
 

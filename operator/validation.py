@@ -138,12 +138,14 @@ def check_instance(
     output_uri: str = "memory://validate",
     estimate: Callable[[TrainingSpec], Any] | None = None,
     template_valid: bool | None = None,
+    base_dir: str | None = None,
 ) -> tuple[list[Problem], TrainingSpec | None, Any]:
     """(problems, resolved spec, estimated cost) in one resolution -- what the planner needs.
 
     `estimate` defaults to the catalogue's `estimate_cost`, which also validates the resolved spec;
     a custom one (tests) is called after the catalogue validated the spec. `template_valid=True`
-    skips re-validating the template (the planner already did, once per plan).
+    skips re-validating the template (the planner already did, once per plan). `base_dir`: where
+    relative data URIs are read from (`resolve_training_spec`).
     """
     unknown = _unknown_problem(i)
     if unknown:
@@ -159,7 +161,7 @@ def check_instance(
             )
         ], None, None
     try:
-        spec = resolve_training_spec(t, i, output_uri=output_uri)
+        spec = resolve_training_spec(t, i, output_uri=output_uri, base_dir=base_dir)
     except OverrideError as exc:
         return [_problem("InvalidOverride", f"spec.overrides[{exc.field!r}]", str(exc).split(": ", 1)[-1])], None, None
     cat = _catalogue()

@@ -21,7 +21,6 @@ position among the valid rows, so train and eval never overlap and every rank ag
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,7 +40,6 @@ CSV_BLOCK_BYTES = 1 << 20
 MISSING = "\x00missing"  # the text a missing categorical value is hashed (or counted) as
 # Bump when the ids or the decoding of the same data change: checkpoints record it.
 DATA_LAYOUT = 2
-_NUMBER = r"^[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|(?i:nan|inf|infinity))$"
 
 
 @dataclass
@@ -130,14 +128,14 @@ class BadRows:
         where = max(self.by_field, key=self.by_field.get) if self.by_field else "spec.data.format"
         labels = where in self.label_fields or where == "spec.data.labelValues"
         detail = ""
-        for col, seen in self.label_text.items():
+        if labels and self.label_text:  # the values seen tell what the labels are
+            col, seen = next(iter(self.label_text.items()))
             values = ", ".join(repr(v) for v in sorted(seen)[:5]) + (", ..." if len(seen) > 5 else "")
             if where == "spec.data.labelValues":
                 detail = f"; label column {col!r} holds values in neither list: {values}"
             else:
                 detail = (f"; label column {col!r} holds text ({values}), not the numbers 0 and 1: map its "
                           "values with spec.data.labelValues {positive: [...], negative: [...]}")
-            break
         raise DataError(
             ExitCode.INVALID_LABELS if labels else ExitCode.DATA_FORMAT, where,
             f"{where}: {self.bad} of {self.total} rows of {self.uri} are malformed ({self.bad / self.total:.2%}), "
@@ -192,7 +190,7 @@ def to_float(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     except pa.ArrowInvalid:
         pass
     trimmed = pc.utf8_trim_whitespace(arr)
-    ok = pc.fill_null(pc.match_substring_regex(trimmed, _NUMBER), True)
+    ok = pc.fill_null(pc.match_substring_regex(trimmed, preflight.NUMBER_PATTERN), True)
     values = pc.cast(pc.if_else(ok, trimmed, pa.scalar(None, pa.string())), pa.float64())
     bad = ~np.asarray(ok.to_numpy(zero_copy_only=False), bool)
     # "" is missing, not malformed (CSV readers already make it null)
@@ -212,13 +210,19 @@ _P = 0x100000001B3  # odd, so invertible mod 2**64
 _P_INV = pow(_P, -1, 1 << 64)
 
 
-@functools.lru_cache(maxsize=4)
+_POWERS: dict[int, np.ndarray] = {}
+
+
 def _powers(n: int, base: int) -> np.ndarray:
-    """base**0, base**1, ..., base**(n-1) mod 2**64."""
-    out = np.ones(n, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        out[1:] = np.cumprod(np.full(n - 1, base, dtype=np.uint64))
-    return out
+    """base**0, base**1, ..., base**(n-1) mod 2**64 (one table per base, grown by doubling)."""
+    table = _POWERS.get(base)
+    if table is None or len(table) < n:
+        size = 1 << max(16, (n - 1).bit_length())
+        table = np.ones(size, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            table[1:] = np.cumprod(np.full(size - 1, base, dtype=np.uint64))
+        _POWERS[base] = table
+    return table[:n]
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -245,11 +249,10 @@ def hash_text(arr: pa.Array, salt: int) -> np.ndarray:
     starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
     sums = np.zeros(n, dtype=np.uint64)
     if len(data):
-        size = 1 << max(16, (len(data) - 1).bit_length())  # cached tables of a few sizes
         with np.errstate(over="ignore"):
-            contrib = (data.astype(np.uint64) + np.uint64(1)) * _powers(size, _P)[: len(data)]
+            contrib = (data.astype(np.uint64) + np.uint64(1)) * _powers(len(data), _P)
             nonempty = lengths > 0
-            sums[nonempty] = np.add.reduceat(contrib, starts[nonempty]) * _powers(size, _P_INV)[starts[nonempty]]
+            sums[nonempty] = np.add.reduceat(contrib, starts[nonempty]) * _powers(len(data), _P_INV)[starts[nonempty]]
     with np.errstate(over="ignore"):
         h = sums ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ _mix(np.uint64(salt + 1) * np.uint64(_P))
     return _mix(h)

@@ -18,7 +18,9 @@ a CSV/TSV file (its header and first rows), never a whole file. Checks, per data
 
 Each problem names the field of the ModelInstance it is about (`spec.data.trainUri`,
 `spec.data.denseColumns[3]`, `spec.event`, ...) and carries the reason the trainer would exit
-with (`modelfleet.trainer.report.REASONS`). The helpers (`open_uri`, `list_files`, `sniff`,
+with (`modelfleet.trainer.report.REASONS`). Storage that does not answer (permissions, the
+network) is not bad input: such a URI goes to `DataCheck.unchecked` (reason JobFailed), never to
+`problems`, so nothing is blocked on it. The helpers (`open_uri`, `list_files`, `sniff`,
 `check_bytes`) raise `DataError` and are what the trainer's readers use, so both say the same.
 """
 
@@ -43,6 +45,8 @@ _WRAPPERS = {"async_wrapper", "asyncwrapper", "blockcache", "cached", "dir", "fi
 _MAGIC = ((b"PAR1", "parquet"), (b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"),
           (b"(\xb5/\xfd", "zstd"), (b"PK\x03\x04", "zip"))
 _COMPRESSED = {"gzip", "bz2", "xz", "zstd"}
+# A number as text: what the readers accept in numeric columns (surrounding blanks allowed).
+NUMBER_PATTERN = r"^\s*[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|(?i:nan|inf|infinity))\s*$"
 
 
 class DataError(TrainerError):
@@ -66,12 +70,15 @@ class DataProblem:
 
 @dataclass
 class DataCheck:
-    problems: list[DataProblem] = field(default_factory=list)
+    problems: list[DataProblem] = field(default_factory=list)  # bad input: the run would fail for good
     train_rows: int | None = None  # when the files say so cheaply (Parquet footers)
     eval_rows: int | None = None
+    # storage that did not answer (reason JobFailed): nothing is known, so nothing should be blocked
+    unchecked: list[DataProblem] = field(default_factory=list)
 
     def raise_first(self) -> None:
-        """Raise the first problem as a TrainerError (the trainer stops at the first)."""
+        """Raise the first problem as a DataError (the trainer stops at the first; what could
+        not be checked is left to the readers, which retry as a transient failure)."""
         if self.problems:
             raise self.problems[0].error()
 
@@ -126,6 +133,11 @@ def open_uri(uri: str, where: str):
         ) from None
 
 
+def unreadable(where: str, what: str, exc: BaseException) -> TrainerError:
+    """Storage that does not answer (permissions, the network): TRANSIENT, never bad input."""
+    return TrainerError(ExitCode.TRANSIENT, where, f"{where}: {what!r} cannot be read now: {exc}")
+
+
 def list_files(fs, path: str, uri: str, where: str) -> list[str]:
     """The data files of a path: a file, a directory (recursively, without hidden `.`/`_` files)
     or a glob, sorted. None found is a DataNotFound."""
@@ -140,8 +152,10 @@ def list_files(fs, path: str, uri: str, where: str) -> list[str]:
             files = [path]
         else:
             files = []
-    except OSError as exc:
-        raise fail(ExitCode.DATA_NOT_FOUND, where, f"{uri!r} cannot be read: {exc}") from None
+    except FileNotFoundError:
+        files = []
+    except OSError as exc:  # permissions, the network: not the spec's fault, and may pass
+        raise unreadable(where, uri, exc) from None
     if not files:
         raise fail(ExitCode.DATA_NOT_FOUND, where, f"{uri!r}: no such file or directory")
     return files
@@ -301,7 +315,7 @@ def _parquet_file(fs, path: str, cols: _Columns, data: DataSpec) -> tuple[int, l
         with fs.open(path, "rb") as fh:
             pf = pq.ParquetFile(fh)
             schema, meta = pf.schema_arrow, pf.metadata
-    except (pa.ArrowInvalid, OSError) as exc:
+    except pa.ArrowInvalid as exc:
         return 0, [_problem(ExitCode.DATA_FORMAT, "spec.data.format", f"'parquet', but {path} cannot be read as Parquet: {exc}")]
     problems = []
     missing = _missing(cols, schema.names, path)
@@ -337,7 +351,7 @@ def _parquet_text_stats(meta, index: int) -> list[Any]:
     return values or ["text"]
 
 
-def read_head_block(fs, path: str, s: Sniff, data: DataSpec, label: str):
+def _read_head_block(fs, path: str, s: Sniff, data: DataSpec, label: str):
     """The first block of a CSV/TSV file as a pyarrow RecordBatch, every column as text (header
     names for csv, criteo's fixed layout otherwise)."""
     import pyarrow as pa
@@ -380,7 +394,7 @@ def _text_file(fs, path: str, s: Sniff, cols: _Columns, data: DataSpec, where: s
                              where, f"{col!r} is not a criteo column (the label, I1..I13, C1..C26); "
                              "criteo files have one label column")]
     try:
-        batch = read_head_block(fs, path, s, data, cols.labels[0][0] if cols.labels else "label")
+        batch = _read_head_block(fs, path, s, data, cols.labels[0][0] if cols.labels else "label")
     except (pa.ArrowInvalid, OSError, EOFError) as exc:
         return [_problem(ExitCode.DATA_FORMAT, "spec.data.format",
                          f"{data.format!r}: {path} does not parse: {str(exc).splitlines()[0]}")]
@@ -410,10 +424,6 @@ def _text_file(fs, path: str, s: Sniff, cols: _Columns, data: DataSpec, where: s
     return problems
 
 
-# A number as text: what the readers accept in numeric columns (surrounding blanks allowed).
-NUMBER_PATTERN = r"^\s*[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|(?i:nan|inf|infinity))\s*$"
-
-
 # --- the check ------------------------------------------------------------------------------
 
 
@@ -426,13 +436,13 @@ def _file(data: DataSpec, fs, path: str, cols: _Columns, where: str, header: boo
     try:
         s = sniff(fs, path)
         check_bytes(data.format, path, s, where)
+        if data.format == "parquet":
+            return _parquet_file(fs, path, cols, data)
+        return 0, _text_file(fs, path, s, cols, data, where) if header else []
     except TrainerError as exc:
         return 0, [_problem_of(exc, where)]
     except OSError as exc:
-        return 0, [_problem(ExitCode.DATA_NOT_FOUND, where, f"{path} cannot be read: {exc}")]
-    if data.format == "parquet":
-        return _parquet_file(fs, path, cols, data)
-    return 0, _text_file(fs, path, s, cols, data, where) if header else []
+        return 0, [_problem_of(unreadable(where, path, exc), where)]
 
 
 def file_problems(spec: TrainingSpec, fs, path: str, where: str) -> list[DataProblem]:
@@ -450,7 +460,7 @@ def _check_uri(data: DataSpec, uri: str, where: str, base_dir: str | None, cols:
     except TrainerError as exc:
         return None, [_problem_of(exc, where)]
     except OSError as exc:
-        return None, [_problem(ExitCode.DATA_NOT_FOUND, where, f"{uri!r} cannot be read: {exc}")]
+        return None, [_problem_of(unreadable(where, uri, exc), where)]
     parquet = data.format == "parquet"
     if not parquet:
         # an empty text file holds no rows and is skipped; a 0-byte Parquet file cannot be read
@@ -485,7 +495,8 @@ def check_data(
         if not uri:
             continue
         rows, problems = _check_uri(data, uri, f"spec.data.{key}", base_dir, cols)
-        out.problems += problems
+        out.problems += [p for p in problems if p.code != ExitCode.TRANSIENT]
+        out.unchecked += [p for p in problems if p.code == ExitCode.TRANSIENT]
         if key == "trainUri":
             out.train_rows = rows
         else:

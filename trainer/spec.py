@@ -9,6 +9,7 @@ Field names are snake_case in Python and camelCase on the wire (YAML, JSON, CRDs
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Annotated, Any, ClassVar, Literal
@@ -47,12 +48,22 @@ class SpecModel(BaseModel):
     @model_serializer(mode="wrap")
     def _drop_later_defaults(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
         out = handler(self)
-        if isinstance(out, dict):
-            for name in self._later_fields:
-                f = type(self).model_fields[name]
-                if getattr(self, name) == f.get_default(call_default_factory=True):
-                    out.pop(f.alias if info.by_alias and f.alias else name, None)
+        if self._later_fields and isinstance(out, dict):
+            for name, alias, default in _later_defaults(type(self)):
+                if getattr(self, name) == default:
+                    out.pop(alias if info.by_alias else name, None)
         return out
+
+
+@functools.cache
+def _later_defaults(cls: type[SpecModel]) -> tuple[tuple[str, str, Any], ...]:
+    # Once per class: pydantic's get_default inspects the field each call, and every revision
+    # dumps one DataSpec per instance per plan.
+    fields = cls.model_fields
+    return tuple(
+        (name, fields[name].alias or name, fields[name].get_default(call_default_factory=True))
+        for name in sorted(cls._later_fields)
+    )
 
 
 # --- CRD hints: what the API server checks at admission (api/crd.py carries them over) ---------

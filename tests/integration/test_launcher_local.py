@@ -84,11 +84,12 @@ def test_bad_data_fails_with_the_trainers_message(tmp_path: Path) -> None:
     data = {"format": "csv", "trainUri": str(tmp_path / "missing.csv"), "denseColumns": ["d0"]}
     handle = launcher.submit("ctr-r1", 1, spec(tmp_path / "out", data=data), {})
     state = wait(launcher, handle, ("Succeeded", "Failed", "Cancelled"))
-    assert state.phase == "Failed" and state.reason == "Error"
-    assert "missing.csv" in (state.message or "") and "logs:" in (state.message or "")
+    # the trainer's exit code 3 through its launch entry point names the reason
+    assert state.phase == "Failed" and state.reason == "DataNotFound"
+    assert "missing.csv" in (state.message or "") and "logs:" in (state.message or "") and "exit code 3" in (state.message or "")
     assert not (tmp_path / "out" / "metrics.json").exists()
-    # after a restart the failure is still a failure, not a success or an unknown
-    assert LocalLauncher(config(tmp_path)).state(handle).phase == "Failed"
+    # after a restart the failure is still a failure, not a success or an unknown, with its reason
+    assert LocalLauncher(config(tmp_path)).state(handle).reason == "DataNotFound"
 
 
 def _pids(launcher: LocalLauncher, handle: str) -> list[int]:
@@ -136,3 +137,82 @@ def test_cancel_stops_the_process_from_the_same_and_from_a_restarted_launcher(tm
     assert not (tmp_path / "b" / "metrics.json").exists()
     restarted.cancel("local_cwd://modelfleet/never-submitted-x")  # missing job: not an error
     assert restarted.state("local_cwd://modelfleet/never-submitted-x").reason == "NotFound"
+
+
+def _exits_with(code: int):
+    """An app whose one replica exits with `code`: what the trainer does on bad input (trainer/report.py)."""
+    from torchx.specs import AppDef, Resource, Role
+
+    def build(run_name, spec, image, env=None, config=None):
+        role = Role("train", image=".", entrypoint=sys.executable, args=["-c", f"import sys; sys.exit({code})"],
+                    env=dict(env or {}), resource=Resource(cpu=1, gpu=0, memMB=256))
+        return AppDef(run_name, roles=[role])
+
+    return build
+
+
+def test_a_permanent_exit_code_is_failed_with_its_reason_and_never_retried(tmp_path: Path, monkeypatch) -> None:
+    import datetime as dt
+
+    from modelfleet.api.resources import RolloutSpec, TrainingRun
+    from modelfleet.operator import launcher as launcher_module
+    from modelfleet.operator.runs import reconcile_run
+    from modelfleet.operator.status import merge_patch
+
+    monkeypatch.setattr(launcher_module, "build_app", _exits_with(3))  # 3: DataNotFound
+    launcher = LocalLauncher(config(tmp_path))
+    run = TrainingRun.model_validate({"metadata": {"name": "ctr-r1"}, "spec": spec(tmp_path / "out").model_dump(mode="json", by_alias=True)})
+    policy = RolloutSpec(maxRetries=3, backoffSeconds=1)
+    now = dt.datetime.now(dt.UTC)
+
+    def step(run: TrainingRun) -> tuple[TrainingRun, object]:
+        update = reconcile_run(run, launcher, now, policy=policy)
+        body = run.model_dump(mode="json", by_alias=True, exclude_none=True)
+        body["status"] = merge_patch(body.get("status"), update.status_patch or {})
+        return TrainingRun.model_validate(body), update
+
+    run, _ = step(run)  # submitted for real through TorchX local_cwd
+    handle = run.status.app_handle
+    state = wait(launcher, handle, ("Succeeded", "Failed", "Cancelled"))
+    assert state.phase == "Failed" and state.reason == "DataNotFound" and "exit code 3" in state.message
+    # a restarted operator (a launcher that did not start the job) reads it from TorchX's SUCCESS file
+    assert LocalLauncher(config(tmp_path)).state(handle).reason == "DataNotFound"
+
+    run, update = step(run)
+    assert run.status.phase == "Failed" and run.status.reason == "DataNotFound" and run.status.attempts == 1
+    assert update.requeue_after is None and "not retried" in run.status.message
+    assert launcher.find("ctr-r1", 2) is None  # no second attempt was submitted
+    assert step(run)[1].status_patch is None
+
+    # a transient exit code (1) keeps its retries
+    monkeypatch.setattr(launcher_module, "build_app", _exits_with(1))
+    other = TrainingRun.model_validate({"metadata": {"name": "ctr-r2"}, "spec": spec(tmp_path / "out2").model_dump(mode="json", by_alias=True)})
+    other, _ = step(other)
+    assert wait(launcher, other.status.app_handle, ("Failed",)).reason == "Error"
+    other, update = step(other)
+    assert other.status.phase == "Pending" and other.status.reason == "Error" and update.requeue_after == 1.0
+
+
+def test_the_trainer_itself_fails_a_run_whose_data_is_missing_for_good(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from modelfleet.api.resources import RolloutSpec, TrainingRun
+    from modelfleet.operator.runs import reconcile_run
+    from modelfleet.operator.status import merge_patch
+
+    # The data vanished after the pre-flight: only the trainer can find out.
+    data = {"format": "csv", "trainUri": str(tmp_path / "gone.csv"), "denseColumns": ["d0"]}
+    run = TrainingRun.model_validate({"metadata": {"name": "ctr-r1"},
+                                      "spec": spec(tmp_path / "out", data=data).model_dump(mode="json", by_alias=True)})
+    launcher = LocalLauncher(config(tmp_path))
+    now = dt.datetime.now(dt.UTC)
+    policy = RolloutSpec(maxRetries=2, backoffSeconds=1)
+    for _ in range(2):
+        update = reconcile_run(run, launcher, now, policy=policy)
+        body = run.model_dump(mode="json", by_alias=True, exclude_none=True)
+        body["status"] = merge_patch(body.get("status"), update.status_patch or {})
+        run = TrainingRun.model_validate(body)
+        if run.status.app_handle:
+            wait(launcher, run.status.app_handle, ("Succeeded", "Failed", "Cancelled"))
+    assert run.status.phase == "Failed" and run.status.reason == "DataNotFound" and run.status.attempts == 1
+    assert "spec.data.trainUri" in run.status.message and "gone.csv" in run.status.message

@@ -34,11 +34,13 @@ def tiny_quickstart(dest: Path) -> Path:
     return dest
 
 
-def local(folder: Path, state: Path) -> subprocess.CompletedProcess:
+def local(folder: Path, state: Path | None, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`modelfleet local FOLDER`; with `state` None, the default `./.modelfleet` of `cwd`."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    where = ["--state", str(state)] if state is not None else []
     return subprocess.run(
-        [sys.executable, "-P", "-m", "modelfleet", "local", str(folder), "--state", str(state), "--poll", "0.5"],
-        cwd=folder,
+        [sys.executable, "-P", "-m", "modelfleet", "local", str(folder), *where, "--poll", "0.5", *args],
+        cwd=cwd or folder,
         env=env,
         capture_output=True,
         text=True,
@@ -66,8 +68,11 @@ def test_local_trains_promotes_and_retrains_only_what_changed(tmp_path):
         assert status["promotedRevision"] == status["targetRevision"]
         assert 0 < status["metrics"]["ne"] < 1.5
         assert (Path(status["modelUri"]) / "metrics.json").exists()
-        # relative data URIs were resolved against the manifests' folder
-        assert instance(state, name)["spec"]["data"]["trainUri"].startswith(str(folder))
+        # relative data URIs are kept as written (revisions do not depend on where the folder
+        # lies) and read from the manifests' folder (the run's resolved spec)
+        assert instance(state, name)["spec"]["data"]["trainUri"].startswith("data/")
+        run = json.loads((state / "state" / "TrainingRun" / f"{name}-{status['promotedRevision']}.json").read_text())
+        assert run["spec"]["training"]["data"]["trainUri"].startswith(str(folder / "data"))
     assert "promoted" in first.stdout and "adult-wife" in first.stdout
     # live progress (plain lines: no terminal here), the promoted model's location in the final table
     assert "40/40 100%" in first.stdout
@@ -129,3 +134,48 @@ def test_local_rejects_a_bad_manifest_naming_the_field(tmp_path):
     out = local(folder, tmp_path / "state")
     assert out.returncode == 2
     assert "t.yaml" in out.stderr and "recipe.learningRate" in out.stderr
+
+
+def snapshot(state: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(state)): p.read_bytes() for p in sorted((state / "state").rglob("*.json"))}
+
+
+def test_bad_data_stops_one_instance_and_another_folder_loses_nothing(tmp_path):
+    """Missing data is found before queueing (the others still train, exit 2); a second folder on
+    the default state is refused (exit 3) and the first folder's objects and runs are all still
+    there; the same folder copied elsewhere takes the state over with --prune and retrains nothing."""
+    work = tmp_path / "work"
+    work.mkdir()
+    folder = tiny_quickstart(work / "qs")
+    (folder / "data" / "unmarried.parquet").unlink()
+    state = work / ".modelfleet"
+
+    first = local(folder, None, cwd=work)
+    assert first.returncode == 2, first.stdout + first.stderr
+    assert runs(state) == [r for r in runs(state) if r.startswith("adult-wife-")] and len(runs(state)) == 1
+    wife = instance(state, "adult-wife")["status"]
+    assert wife["promotedRevision"] == wife["targetRevision"]
+    bad = instance(state, "adult-unmarried")
+    ready = next(c for c in bad["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "DataNotFound"
+    assert ready["message"].startswith("spec.data.trainUri: 'data/unmarried.parquet'")
+    events = [json.loads(line) for line in (state / "state" / "events.jsonl").read_text().splitlines()]
+    assert [(e["type"], e["reason"]) for e in events if e["name"] == "adult-unmarried"] == [("Warning", "DataNotFound")]
+    assert "instance-unmarried.yaml: ModelInstance adult-unmarried: DataNotFound: spec.data.trainUri" in first.stderr
+    assert "invalid" in first.stdout and "Traceback" not in first.stderr
+
+    # another folder, the same default state: refused, nothing lost
+    other = work / "other"
+    shutil.copytree(folder, other)
+    before = snapshot(state)
+    refused = local(other, None, cwd=work)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert str(folder) in refused.stderr and str(other) in refused.stderr and "--prune" in refused.stderr
+    assert snapshot(state) == before
+
+    # the same manifests elsewhere (a moved checkout): --prune takes the state over; the revisions
+    # are the same, so nothing retrains and the promoted model (the gate's baseline) is kept
+    moved = local(other, None, "--prune", cwd=work)
+    assert moved.returncode == 2, moved.stdout + moved.stderr  # its unmarried data is still missing
+    assert len(runs(state)) == 1
+    assert instance(state, "adult-wife")["status"]["promotedRevision"] == wife["promotedRevision"]

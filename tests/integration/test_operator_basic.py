@@ -15,7 +15,8 @@ async def test_instance_without_template_gets_status_with_observed_generation(cl
     assert stalled["status"] == "True" and stalled["reason"] == "TemplateNotFound"
     assert "missing" in stalled["message"] and "spec.templateRef.name" in stalled["message"]
     assert condition(obj, "Ready")["status"] == "False"
-    events = cluster.events("surface-a")
+    # Events are written after the status (docs/architecture.md): wait for it, do not race it
+    events = await eventually(lambda: cluster.events("surface-a"))
     assert [e["reason"] for e in events] == ["TemplateNotFound"] and events[0]["type"] == "Warning"
 
     # A spec edit is a new generation; the operator catches up with it.

@@ -148,8 +148,9 @@ def test_every_cel_rule_is_where_the_models_put_it():
     }
     train_uri = "self.format == 'synthetic' || has(self.trainUri)"
 
-    def data_rules(at: str) -> list:  # the data layer's encodings, bucketize and label values
+    def data_rules(at: str) -> list[tuple]:  # DataSpec's own rules (trainer/spec.py), wherever it is embedded
         return [
+            (at, train_uri, ".trainUri"),
             (f"{at}.bucketize[]", "has(self.buckets) != has(self.boundaries)", None),
             (f"{at}.encodings[]", "self.kind != 'identity' || has(self.cardinality)", ".cardinality"),
             (f"{at}.encodings[]", "self.kind != 'vocabulary' || has(self.maxSize)", ".maxSize"),
@@ -166,13 +167,11 @@ def test_every_cel_rule_is_where_the_models_put_it():
     assert found["ModelInstance"] == [
         ("", "self.metadata.name.size() <= 52", None),
         (".spec", "self.templateRef.name == oldSelf.templateRef.name", ".templateRef"),
-        (".spec.data", train_uri, ".trainUri"),
         *data_rules(".spec.data"),
     ]
     assert found["TrainingRun"] == [
         ("", "self.metadata.name.size() <= 63", None),
         (".spec", "self == oldSelf", None),
-        (".spec.training.data", train_uri, ".trainUri"),
         *data_rules(".spec.training.data"),
     ]
 

@@ -1,4 +1,7 @@
-"""`modelfleet techniques`: the catalogue with slots, params schemas and cost deltas. Torch-free."""
+"""`modelfleet techniques`: the catalogue with slots, params schemas and cost deltas. Torch-free.
+
+Exit status: 0, or 2 when `--spec` cannot be read or is not a TrainingSpec (file and field named).
+"""
 
 from __future__ import annotations
 
@@ -20,9 +23,25 @@ def _base_spec(path: str | None) -> TrainingSpec:
     if path:
         import fsspec
         import yaml
+        from pydantic import ValidationError
 
-        with fsspec.open(path, "r") as fh:
-            return TrainingSpec.model_validate(yaml.safe_load(fh))
+        from modelfleet.errors import CliError, validation_message
+
+        try:
+            with fsspec.open(path, "rb") as fh:
+                raw = yaml.safe_load(fh)  # bytes: YAML detects UTF-8/UTF-16 and names a bad byte
+        except FileNotFoundError as exc:
+            raise CliError(f"--spec {path}: no such file") from exc
+        except (OSError, ValueError) as exc:
+            raise CliError(f"--spec {path}: cannot be read: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise CliError(f"--spec {path}: not valid YAML or JSON: {exc}") from exc
+        if isinstance(raw, dict) and raw.get("kind") == "TrainingRun":
+            raw = (raw.get("spec") or {}).get("training")
+        try:
+            return TrainingSpec.model_validate(raw)
+        except ValidationError as exc:
+            raise CliError(f"--spec {path}: not a TrainingSpec: {validation_message(exc)}") from exc
     # the default architecture on Criteo-shaped data (13 dense, 26 sparse features)
     return TrainingSpec(
         instance="example", revision="-", event="label", architecture=ArchitectureSpec(),
@@ -31,10 +50,14 @@ def _base_spec(path: str | None) -> TrainingSpec:
 
 
 def rows(path: str | None = None) -> list[dict]:
-    from modelfleet.trainer.techniques.catalogue import CATALOGUE, plan_cost, resolve_plan
+    from modelfleet.errors import CliError
+    from modelfleet.trainer.techniques.catalogue import CATALOGUE, TechniqueError, plan_cost, resolve_plan
 
     spec = _base_spec(path)
-    base = resolve_plan(spec.model_copy(update={"techniques": []}))
+    try:
+        base = resolve_plan(spec.model_copy(update={"techniques": []}))
+    except TechniqueError as exc:
+        raise CliError(f"--spec {path}: {exc}") from exc
     base_cost = plan_cost(base)
     out = []
     for name, t in sorted(CATALOGUE.items()):

@@ -120,10 +120,32 @@ def test_oom_killed_job_failure() -> None:
 def test_backoff_limit_with_plain_error_says_exit_code() -> None:
     job = batch_job(conditions=[{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
                                  "message": "Job has reached the specified backoff limit"}])
-    p = pod(phase="Failed", container_state={"terminated": {"exitCode": 2, "reason": "Error",
-                                                            "message": "modelfleet train: error: invalid spec"}})
+    p = pod(phase="Failed", container_state={"terminated": {"exitCode": 1, "reason": "Error",
+                                                            "message": "modelfleet train: error: connection reset"}})
     state = diagnose(job, [p])
-    assert state.reason == "Error" and "exited with code 2" in state.message and "invalid spec" in state.message
+    assert state.reason == "Error" and "exited with code 1" in state.message and "connection reset" in state.message
+
+
+def test_a_permanent_exit_code_names_the_trainers_reason() -> None:
+    # The podFailurePolicy failed the Job at the first pod that exited with 3 (DataNotFound); the
+    # other replica was terminated (143) by the Job controller and must not hide the cause.
+    message = "Container modelfleet for pod ml/ctr-abc-x1-1-k2j9q failed with exit code 3 matching FailJob rule at index 0"
+    job = batch_job(conditions=[
+        {"type": "FailureTarget", "status": "True", "reason": "PodFailurePolicy", "message": message},
+        {"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": message},
+    ])
+    killed = pod("ctr-abc-x1-0-zq8kx", phase="Failed", container_state={"terminated": {"exitCode": 143, "reason": "Error"}})
+    bad = pod("ctr-abc-x1-1-k2j9q", phase="Failed", container_state={"terminated": {
+        "exitCode": 3, "reason": "Error", "message": "spec.data.trainUri: 's3://ads/x.parquet': no such file"}})
+    state = diagnose(job, [killed, bad])
+    assert state.phase == "Failed" and state.reason == "DataNotFound"
+    assert "ctr-abc-x1-1-k2j9q" in state.message and "code 3" in state.message and "spec.data.trainUri" in state.message
+    # Once the pods are gone (TTL, or a restarted operator that finds only the Job), the Job's
+    # PodFailurePolicy condition still says which code it was.
+    assert diagnose(job, []).reason == "DataNotFound"
+    # Volcano: TerminateJob keeps the failed pods, whose exit code names the reason.
+    assert diagnose(volcano_job("Terminated"), [killed, bad]).reason == "DataNotFound"
+    assert diagnose(volcano_job("Terminated"), [killed]).reason == "Error"
 
 
 def test_backoff_limit_without_pods_keeps_the_job_reason() -> None:

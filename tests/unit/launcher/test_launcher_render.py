@@ -196,3 +196,44 @@ def test_output_claim_without_mount_path_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="MODELFLEET_OUTPUT_PVC and MODELFLEET_OUTPUT_MOUNT"):
         OperatorConfig.from_env({"MODELFLEET_OUTPUT_PVC": "out"})
+
+
+def test_kueue_job_fails_at_once_on_the_trainers_permanent_exit_codes() -> None:
+    from modelfleet.trainer.report import PERMANENT_EXIT_CODES, ExitCode
+
+    job = kueue_render().job
+    kubernetes_validate.validate(job, K8S, strict=True)
+    policy = job["spec"]["podFailurePolicy"]
+    fail, ignore = policy["rules"]
+    assert fail == {"action": "FailJob", "onExitCodes": {"operator": "In", "values": sorted(PERMANENT_EXIT_CODES)}}
+    assert fail["onExitCodes"]["values"] == [2, 3, 4, 5, 6, 7]  # bad spec, data, format, labels, divergence, checkpoint
+    assert int(ExitCode.TRANSIENT) not in fail["onExitCodes"]["values"]  # transient trouble keeps its retries
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    # Kubernetes accepts a podFailurePolicy only with restartPolicy Never.
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_kueue_scheduler_alone_has_no_pod_failure_policy_unless_asked() -> None:
+    # The scheduler is usable for any TorchX app (`torchx run -s kueue`): another app's exit codes
+    # mean something else, so only the operator's launcher asks for the policy.
+    from torchx.specs import AppDef, Resource, Role
+
+    app = AppDef("one", roles=[Role("r", image="x", resource=Resource(cpu=1, gpu=0, memMB=512))])
+    assert "podFailurePolicy" not in app_to_job(app, Opts(queue="q")).job["spec"]
+    job = app_to_job(app, Opts(queue="q", fail_on_exit_codes=["4", "2"])).job
+    assert job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2, 4]
+    kubernetes_validate.validate(job, K8S, strict=True)
+
+
+def test_volcano_tasks_terminate_the_job_on_the_trainers_permanent_exit_codes() -> None:
+    from modelfleet.trainer.report import PERMANENT_EXIT_CODES
+
+    launcher = VolcanoLauncher(OperatorConfig(scheduler="kubernetes", queue="gpu"), api_client=object())
+    resource = launcher.render("ctr-feed-abc123", 1, run_spec(nnodes=2), dict(LABELS), namespace="ml").request.resource
+    for task in resource["spec"]["tasks"]:
+        policies = task["policies"]
+        # Volcano's LifecyclePolicy: exitCode (never 0) xor event; TerminateJob cannot be resumed,
+        # and it keeps the failed pods, whose exit code names the reason.
+        assert policies == [{"exitCode": c, "action": "TerminateJob"} for c in sorted(PERMANENT_EXIT_CODES)]
+        assert all(p["exitCode"] != 0 and "event" not in p for p in policies)
+        assert task["template"]["spec"]["restartPolicy"] == "Never"

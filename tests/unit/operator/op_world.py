@@ -65,17 +65,24 @@ class World:
     """A FileStore namespace plus the planner and run reconciler, stepped by the test.
 
     With `feed_metrics`, it feeds the Prometheus metrics where the kopf handlers do: after a plan
-    is applied, and where a run's status patch is written.
+    is applied, and where a run's status patch is written. With `data_checks`
+    (operator/datachecks.DataChecks) it runs the data pre-flight as the operator does.
     """
 
     def __init__(
-        self, root, launcher: FakeLauncher | None = None, metrics: dict[str, float] | None = None, feed_metrics: bool = False
+        self,
+        root,
+        launcher: FakeLauncher | None = None,
+        metrics: dict[str, float] | None = None,
+        feed_metrics: bool = False,
+        data_checks: Any = None,
     ):
         self.store = FileStore(root)
         self.launcher = launcher or FakeLauncher()
         self.ne: dict[str, float] = dict(metrics or {})  # run name -> NE it reports
         self.now = T0
         self.feed_metrics = feed_metrics
+        self.data_checks = data_checks
 
     def put(self, obj: Any) -> None:
         body = obj.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -98,7 +105,10 @@ class World:
         return self.store.get("TrainingRun", name)
 
     def plan(self, name: str = "ctr", **kw: Any):
-        return plan_template(self.template(name), self.instances(), self.runs(), self.now, output_uri="/tmp/out", image="img", estimate=kw.pop("estimate", None), **kw)
+        template, instances, runs = self.template(name), self.instances(), self.runs()
+        if self.data_checks is not None:
+            kw.setdefault("data_problems", self.data_checks.problems(template, instances, runs))
+        return plan_template(template, instances, runs, self.now, output_uri="/tmp/out", image="img", estimate=kw.pop("estimate", None), **kw)
 
     def step(self, name: str = "ctr"):
         """Plan + apply, then reconcile every run once. Returns the plan."""

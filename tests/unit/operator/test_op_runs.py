@@ -116,3 +116,60 @@ def test_read_metrics_json(tmp_path):
     (tmp_path / "metrics.json").write_text('{"ne": 0.5}')
     assert read_metrics_json(str(tmp_path)) == {"ne": 0.5}
     assert read_metrics_json(str(tmp_path / "missing")) is None
+
+
+def test_a_permanent_failure_is_failed_at_once_without_retry_or_backoff():
+    launcher = FakeLauncher()
+    run, _ = step(new_run(), launcher, T0)
+    # the launcher read the trainer's exit code 3 (DataNotFound) from the pod or the process
+    launcher.finish("a-rev", ok=False, reason="DataNotFound", message="pod p exited with code 3")
+    run, upd = step(run, launcher, T0, read_failure=lambda uri, since: None)
+    assert run.status.phase == "Failed" and run.status.reason == "DataNotFound" and run.status.attempts == 1
+    assert run.status.next_attempt_at is None and upd.requeue_after is None
+    assert "not retried" in run.status.message and "code 3" in run.status.message
+    assert launcher.submitted == [("a-rev", 1)]
+    assert [(e.type, e.reason) for e in upd.events] == [("Warning", "DataNotFound")]
+    later, upd = step(run, launcher, T0 + dt.timedelta(hours=1))
+    assert upd.status_patch is None and launcher.submitted == [("a-rev", 1)]
+
+
+def test_failure_json_makes_a_plain_failure_permanent_with_the_trainers_message():
+    # torchrun reports any worker failure as exit code 1; failure.json says what it was.
+    failure = {"code": 5, "reason": "InvalidLabels", "field": "spec.event",
+               "message": "spec.event: label column 'click' not found in data/train.csv; the file has: a, b"}
+    seen = []
+    launcher = FakeLauncher()
+    run, _ = step(new_run(), launcher, T0)
+    launcher.finish("a-rev", ok=False, reason="Error", message="local job failed")
+    run, _ = step(run, launcher, T0, read_failure=lambda uri, since: seen.append((uri, since)) or failure)
+    assert run.status.phase == "Failed" and run.status.reason == "InvalidLabels" and run.status.attempts == 1
+    assert "label column 'click' not found" in run.status.message and "exit code 5" in run.status.message
+    assert seen == [("/tmp/x/a-rev", T0)]  # only a file written since the run started counts
+
+
+def test_transient_failures_keep_their_retries_whatever_failure_json_says():
+    launcher = FakeLauncher()
+    run, _ = step(new_run(), launcher, T0)
+    launcher.finish("a-rev", ok=False, reason="Error", message="connection reset")
+    run, upd = step(run, launcher, T0, read_failure=lambda uri, since: {"code": 1, "reason": "JobFailed", "message": "boom"})
+    assert run.status.phase == "Pending" and upd.requeue_after == 30.0
+    assert [e.reason for e in upd.events] == ["RetryScheduled"]
+
+
+def test_read_failure_json_ignores_a_file_left_by_an_earlier_run(tmp_path):
+    import json
+    import os
+
+    from modelfleet.operator.runs import read_failure_json
+
+    (tmp_path / "failure.json").write_text(json.dumps({"code": 3, "reason": "DataNotFound", "field": "f", "message": "m"}))
+    written = dt.datetime.now(dt.UTC)
+    assert read_failure_json(str(tmp_path), written - dt.timedelta(seconds=5))["code"] == 3
+    assert read_failure_json(str(tmp_path), None)["code"] == 3
+    # the run was (re)made an hour after the file was written: it is another run's
+    old = (written - dt.timedelta(hours=1)).timestamp()
+    os.utime(tmp_path / "failure.json", (old, old))
+    assert read_failure_json(str(tmp_path), written) is None
+    assert read_failure_json(str(tmp_path / "missing"), written) is None
+    (tmp_path / "failure.json").write_text("{not json")
+    assert read_failure_json(str(tmp_path), None) is None

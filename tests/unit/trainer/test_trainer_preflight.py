@@ -200,3 +200,23 @@ def test_preflight_and_reader_agree_on_the_message(make_spec, tmp_path, fmt):
     with pytest.raises(DataError) as err:
         list(Dataset(spec, "train").chunks())
     assert (err.value.field, err.value.message) == (problem.field, problem.message)
+
+
+def test_storage_that_does_not_answer_is_unchecked_not_bad_input(make_spec):
+    import socket
+
+    from modelfleet.trainer.data import Dataset
+    from modelfleet.trainer.report import ExitCode, TrainerError
+
+    with socket.socket() as s:  # a local port nobody listens on: the connection is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}/train.csv"
+    check = check_data(_data(uri), ["y"])
+    assert check.problems == [] and [(p.reason, p.field) for p in check.unchecked] == [("JobFailed", "spec.data.trainUri")]
+    assert "cannot be read now" in check.unchecked[0].message
+    check.raise_first()  # nothing to stop the run for: the reader will find out
+    spec = make_spec(event="y", data={"format": "csv", "trainUri": uri, "denseColumns": ["age"]})
+    with pytest.raises(TrainerError) as err:
+        list(Dataset(spec, "train").chunks())
+    assert err.value.code == ExitCode.TRANSIENT and not err.value.permanent  # retried, as it should be
