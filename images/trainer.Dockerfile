@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1.7
-# The trainer image TorchX runs (`torchrun ... -m modelfleet train --spec-json ...`); the operator
+# The trainer image TorchX runs (`python -m modelfleet.trainer.launch ... -m modelfleet train --spec-json ...`,
+# torchrun's launch exiting with the worker's exit code); the operator
 # passes it as MODELFLEET_TRAINER_IMAGE. torch is the version pyproject.toml pins (train extra).
 #
 #   GPU (CUDA 12.8 wheels):  docker build -f images/trainer.Dockerfile -t ghcr.io/modelfleet/trainer:0.1.0 .

@@ -5,7 +5,8 @@ a successful run is metrics.json as one JSON object. A failure the trainer can c
 with its `ExitCode` (2 bad spec, 3 data not found, 4 data format, 5 labels, 6 diverged,
 7 checkpoint of another run) after one line on stderr naming the field; a permanent one also
 writes `<outputUri>/failure.json`. Anything unexpected exits 1 (transient: worth a retry) with
-one line (`modelfleet --debug train ...` adds the traceback). torch is imported only inside run().
+its traceback, then one line (modelfleet/cli.py: the traceback is what a job's logs need). torch
+is imported only inside run().
 """
 
 from __future__ import annotations

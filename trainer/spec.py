@@ -209,22 +209,33 @@ class SyntheticSpec(SpecModel):
     seed: int = Field(0, ge=0)
 
 
+# Each encoding kind's own field (hash's is optional: the embedding's buckets by default); the
+# server's CEL rules and the model's check are made from this table, with the same messages.
+ENCODING_FIELDS = {"hash": "buckets", "identity": "cardinality", "vocabulary": "maxSize"}
+
+
+def _needs(kind: str) -> str:
+    return f"kind {kind} needs {ENCODING_FIELDS[kind]}"
+
+
+def _applies(kind: str) -> str:
+    return f"{ENCODING_FIELDS[kind]} applies to kind {kind} only"
+
+
+BUCKETIZE_ONE_OF = "set exactly one of buckets (fitted quantiles) and boundaries"
+LABEL_VALUES_DISJOINT = "a value cannot be both positive and negative"
+
+
 class SparseEncoding(SpecModel):
     """How one categorical column becomes embedding ids in [0, table size)."""
 
     model_config = SpecModel.model_config | {
         "json_schema_extra": {
             "x-kubernetes-validations": [
-                cel_rule("self.kind != 'identity' || has(self.cardinality)",
-                     "kind identity needs cardinality (ids 0..cardinality-1)", ".cardinality"),
-                cel_rule("self.kind != 'vocabulary' || has(self.maxSize)",
-                     "kind vocabulary needs maxSize", ".maxSize"),
-                cel_rule("self.kind == 'hash' || !has(self.buckets)",
-                     "buckets applies to kind hash only", ".buckets"),
-                cel_rule("self.kind == 'identity' || !has(self.cardinality)",
-                     "cardinality applies to kind identity only", ".cardinality"),
-                cel_rule("self.kind == 'vocabulary' || !has(self.maxSize)",
-                     "maxSize applies to kind vocabulary only", ".maxSize"),
+                *(cel_rule(f"self.kind != '{k}' || has(self.{f})", _needs(k), f".{f}")
+                  for k, f in ENCODING_FIELDS.items() if k != "hash"),
+                *(cel_rule(f"self.kind == '{k}' || !has(self.{f})", _applies(k), f".{f}")
+                  for k, f in ENCODING_FIELDS.items()),
             ]
         }
     }
@@ -251,14 +262,17 @@ class SparseEncoding(SpecModel):
 
     @model_validator(mode="after")
     def _check(self) -> SparseEncoding:
-        own = {"hash": "buckets", "identity": "cardinality", "vocabulary": "max_size"}
-        for kind, name in own.items():
-            value = getattr(self, name)
-            if kind == self.kind and value is None and kind != "hash":  # hash defaults to the embedding's
-                raise ValueError(f"kind {kind} needs {to_camel(name)}")
+        for kind, alias in ENCODING_FIELDS.items():
+            value = getattr(self, type(self).field_name(alias))
+            if kind == self.kind and value is None and kind != "hash":
+                raise ValueError(_needs(kind))
             if kind != self.kind and value is not None:
-                raise ValueError(f"{to_camel(name)} applies to kind {kind} only, not to kind {self.kind}")
+                raise ValueError(f"{_applies(kind)}, not to kind {self.kind}")
         return self
+
+    @classmethod
+    def field_name(cls, alias: str) -> str:
+        return next(n for n, f in cls.model_fields.items() if (f.alias or n) == alias)
 
     def table_size(self, default_buckets: int) -> int:
         """Embedding rows of this column: ids are emitted in [0, table_size)."""
@@ -275,8 +289,7 @@ class Bucketize(SpecModel):
     model_config = SpecModel.model_config | {
         "json_schema_extra": {
             "x-kubernetes-validations": [
-                cel_rule("has(self.buckets) != has(self.boundaries)",
-                     "set exactly one of buckets (fitted quantiles) and boundaries"),
+                cel_rule("has(self.buckets) != has(self.boundaries)", BUCKETIZE_ONE_OF),
             ]
         }
     }
@@ -297,7 +310,7 @@ class Bucketize(SpecModel):
     @model_validator(mode="after")
     def _check(self) -> Bucketize:
         if (self.buckets is None) == (self.boundaries is None):
-            raise ValueError("set exactly one of buckets (fitted quantiles) and boundaries")
+            raise ValueError(BUCKETIZE_ONE_OF)
         b = self.boundaries or []
         if any(hi <= lo for lo, hi in zip(b, b[1:], strict=False)):
             raise ValueError(f"boundaries must increase strictly, got {b}")
@@ -307,20 +320,22 @@ class Bucketize(SpecModel):
         return self.buckets if self.buckets is not None else len(self.boundaries or []) + 1
 
 
+LabelText = Annotated[str, Field(max_length=256)]  # bounded: the API server costs CEL rules by size
+
+
 class LabelValues(SpecModel):
     """How text labels ('yes'/'no', '>50K'/'<=50K') map to 1 and 0."""
 
     model_config = SpecModel.model_config | {
         "json_schema_extra": {
             "x-kubernetes-validations": [
-                cel_rule("self.positive.all(v, !(v in self.negative))",
-                     "a value cannot be both positive and negative", ".negative"),
+                cel_rule("self.positive.all(v, !(v in self.negative))", LABEL_VALUES_DISJOINT, ".negative"),
             ]
         }
     }
 
-    positive: list[str] = Field(..., min_length=1, max_length=64, description="Values that mean 1, compared as text.")
-    negative: list[str] = Field(
+    positive: list[LabelText] = Field(..., min_length=1, max_length=64, description="Values that mean 1, compared as text.")
+    negative: list[LabelText] = Field(
         ..., min_length=1, max_length=64,
         description="Values that mean 0. A row whose label is in neither list is malformed.",
     )
@@ -329,7 +344,7 @@ class LabelValues(SpecModel):
     def _check(self) -> LabelValues:
         both = sorted(set(self.positive) & set(self.negative))
         if both:
-            raise ValueError(f"values {both} are both positive and negative")
+            raise ValueError(f"{LABEL_VALUES_DISJOINT}: {both}")
         return self
 
 

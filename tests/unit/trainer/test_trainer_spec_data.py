@@ -67,7 +67,7 @@ def test_feature_options_are_checked_alike_by_the_model_and_at_apply(key, item, 
 def test_label_values_cannot_be_both():
     both = {"positive": ["yes", "y"], "negative": ["no", "y"]}
     assert _cel_failures(_schema("labelValues"), both) == ["a value cannot be both positive and negative"]
-    with pytest.raises(ValidationError, match=r"values \['y'\] are both positive and negative"):
+    with pytest.raises(ValidationError, match=r"a value cannot be both positive and negative: \['y'\]"):
         DataSpec.model_validate({"format": "csv", "trainUri": "x.csv", "labelValues": both})
 
 
