@@ -305,6 +305,28 @@ class TrainingRunSpec(SpecModel):
     image: str | None = None
 
 
+class RunProgress(SpecModel):
+    """Training progress as the trainer last reported it in `<outputUri>/progress.json`, copied
+    by the operator while the run is Running, at most once per `MODELFLEET_PROGRESS_SECONDS`
+    (default 30). Field names follow Kubeflow Trainer's progress proposal (KEP-2779) where they fit."""
+
+    step: int = Field(..., ge=0, description="Optimizer steps done (all attempts, a resumed run included).")
+    total_steps: int = Field(..., ge=0, description="Steps the run trains in all (recipe.steps, or epochs x batches).")
+    epoch: int | None = Field(None, ge=0, description="Epoch the trainer is in (0-based).")
+    loss: float | None = Field(None, description="Training loss of the latest step (weighted sum over tasks).")
+    examples_per_second: float | None = Field(
+        None, ge=0, description="Training throughput of the current attempt, all workers together."
+    )
+    progress_percentage: int = Field(..., ge=0, le=100, description="step / totalSteps, as a whole percentage.")
+    estimated_remaining_seconds: int | None = Field(
+        None, ge=0, description="Estimated seconds until the last step, at the current attempt's pace."
+    )
+    reported_time: str | None = Field(None, description="When the trainer wrote these numbers (RFC 3339).")
+    last_updated_time: str | None = Field(
+        None, description="When the operator copied them into this status (RFC 3339); bounds the write rate."
+    )
+
+
 class TrainingRunStatus(SpecModel):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_list_map("type"))
@@ -317,6 +339,7 @@ class TrainingRunStatus(SpecModel):
     finish_time: str | None = None
     metrics: Metrics | None = None
     comparison: Comparison | None = Field(None, description="This run's model against its baseline (spec.training.baselineUri).")
+    progress: RunProgress | None = Field(None, description="Training progress, while and after the run trains.")
     message: str | None = None
     reason: str | None = None
 
@@ -450,6 +473,7 @@ class TrainingRun(Resource):
         {"name": "Instance", "type": "string", "jsonPath": ".spec.instance"},
         {"name": "Revision", "type": "string", "jsonPath": ".spec.revision"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Progress", "type": "integer", "jsonPath": ".status.progress.progressPercentage", "description": "Percent of the training steps done."},
         {"name": "NE", "type": "number", "jsonPath": ".status.metrics.ne"},
         {"name": "Start", "type": "date", "jsonPath": ".status.startTime"},
         {"name": "Finish", "type": "date", "jsonPath": ".status.finishTime"},
@@ -457,6 +481,8 @@ class TrainingRun(Resource):
         {"name": "dNE", "type": "number", "jsonPath": ".status.comparison.relativeNeChange", "priority": 1},
         {"name": "dNE-High", "type": "number", "jsonPath": ".status.comparison.relativeNeHigh", "priority": 1},
         {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "priority": 1},
+        {"name": "Step", "type": "integer", "jsonPath": ".status.progress.step", "priority": 1},
+        {"name": "ETA (s)", "type": "integer", "jsonPath": ".status.progress.estimatedRemainingSeconds", "priority": 1},
         {"name": "App", "type": "string", "jsonPath": ".status.appHandle", "priority": 1},
         {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
     ]

@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "status": ("modelfleet.operator.fleet_cmd:status", "the fleet at a glance: revision, NE, model, state"),
     "logs": ("modelfleet.operator.fleet_cmd:logs", "the training logs of a run (or an instance's run)"),
     "report": ("modelfleet.operator.fleet_cmd:report", "a picture of NE per instance and technique adoption"),
+    "predict": ("modelfleet.trainer.predict_cmd", "score rows of a CSV/Parquet file with a trained model"),
 }
 
 

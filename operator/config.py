@@ -35,6 +35,7 @@ class OperatorConfig:
     # kopf's peering record lifetime: a replica that died without withdrawing its record (SIGKILL,
     # a lost node) is taken over by a standby after at most this long. kopf's default is 60 s.
     peering_lifetime: int | None = None
+    progress_seconds: float = 30.0  # at most one status.progress write per run per this long
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -52,8 +53,12 @@ class OperatorConfig:
             port = int(env.get("MODELFLEET_METRICS_PORT", "8080"))
             poll = float(env.get("MODELFLEET_POLL_SECONDS", "10"))
             lifetime = int(env["MODELFLEET_PEERING_LIFETIME_SECONDS"]) if env.get("MODELFLEET_PEERING_LIFETIME_SECONDS") else None
+            progress = float(env.get("MODELFLEET_PROGRESS_SECONDS", "30"))
         except ValueError as exc:
-            raise ConfigError(f"MODELFLEET_METRICS_PORT/MODELFLEET_POLL_SECONDS/MODELFLEET_PEERING_LIFETIME_SECONDS: {exc}") from None
+            raise ConfigError(
+                f"MODELFLEET_METRICS_PORT/MODELFLEET_POLL_SECONDS/MODELFLEET_PEERING_LIFETIME_SECONDS/"
+                f"MODELFLEET_PROGRESS_SECONDS: {exc}"
+            ) from None
         if lifetime is not None and lifetime < 1:
             raise ConfigError(f"MODELFLEET_PEERING_LIFETIME_SECONDS={lifetime}: must be at least 1 second")
         if bool(env.get("MODELFLEET_OUTPUT_PVC")) != bool(env.get("MODELFLEET_OUTPUT_MOUNT")):
@@ -72,4 +77,5 @@ class OperatorConfig:
             output_mount=env.get("MODELFLEET_OUTPUT_MOUNT") or None,
             poll_seconds=poll,
             peering_lifetime=lifetime,
+            progress_seconds=progress,
         )

@@ -692,7 +692,9 @@ def _reconcile_run_sync(
     kwargs: dict[str, Any] = {"policy": policy}
     if ctx.read_metrics is not None:
         kwargs["read_metrics"] = ctx.read_metrics
-    update = core_runs.reconcile_run(run, ctx.launcher, utcnow(), poll_seconds=ctx.config.poll_seconds, **kwargs)
+    update = core_runs.reconcile_run(
+        run, ctx.launcher, utcnow(), poll_seconds=ctx.config.poll_seconds, progress_seconds=ctx.config.progress_seconds, **kwargs
+    )
     phase = run.status.phase if run.status else None
     if update.status_patch:
         store.patch_status("TrainingRun", name, update.status_patch)

@@ -51,6 +51,8 @@ from pydantic import ValidationError
 
 from modelfleet.api.resources import BY_KIND, FINISHED_PHASES, ModelInstance, ModelTemplate, TrainingRun
 from modelfleet.errors import CliError
+from modelfleet.operator.progress_view import Row, make_view
+from modelfleet.trainer.progress import read_progress
 
 DEFAULT_STATE = ".modelfleet"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -394,41 +396,22 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return [line(headers), *(line(r) for r in rows)]
 
 
-def _progress_rows(store: Any, tick: Tick) -> list[list[str]]:
+def _progress_rows(store: Any, tick: Tick) -> list[Row]:
     rows = []
     for name in sorted(tick.rows):
         info = tick.rows[name]
         body = store.get("ModelInstance", name) or {}
         status = body.get("status") or {}
-        phase = info.get("runPhase") if info.get("state") == "Training" else info.get("state")
+        training = info.get("state") == "Training"
+        phase = info.get("runPhase") if training else info.get("state")
         ne = (status.get("metrics") or {}).get("ne")
-        rows.append([name, info.get("revision") or "-", phase or "-", _fmt(ne), info.get("reason") or ""])
+        progress = None
+        if training and phase == "Running" and info.get("run"):
+            # the trainer's file itself, not status.progress: that is rate-limited for an API server
+            run = store.get("TrainingRun", info["run"]) or {}
+            progress = read_progress(run.get("spec", {}).get("training", {}).get("outputUri", ""))
+        rows.append(Row(name, info.get("revision") or "-", phase or "-", _fmt(ne), info.get("reason") or "", progress))
     return rows
-
-
-class Progress:
-    """A live table on a terminal (rewritten in place), plain changed lines otherwise."""
-
-    def __init__(self, stream: Any = None):
-        self.stream = stream or sys.stdout
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._lines = 0
-        self._last: dict[str, list[str]] = {}
-
-    def show(self, rows: list[list[str]], footer: str) -> None:
-        if self.tty:
-            lines = _table(["INSTANCE", "REVISION", "PHASE", "NE", "REASON"], rows) + [footer]
-            if self._lines:
-                self.stream.write(f"\x1b[{self._lines}F\x1b[J")
-            self.stream.write("\n".join(lines) + "\n")
-            self.stream.flush()
-            self._lines = len(lines)
-            return
-        for row in rows:
-            if self._last.get(row[0]) != row:
-                self._last[row[0]] = row
-                self.stream.write(f"{row[0]}: revision {row[1]} {row[2]} NE {row[3]} {row[4]}".rstrip() + "\n")
-        self.stream.flush()
 
 
 def summary(store: Any, tick: Tick, manifests: Manifests | None = None) -> tuple[list[str], int, list[str]]:
@@ -469,10 +452,11 @@ def summary(store: Any, tick: Tick, manifests: Manifests | None = None) -> tuple
                 _fmt(m.get("auc")),
                 _fmt(m.get("calibration"), 3),
                 result,
+                status.get("modelUri") or "-",
                 "" if state == "UpToDate" else f"{info.get('reason')}: {info.get('message')}",
             ]
         )
-    return _table(["INSTANCE", "NE", "AUC", "CALIBRATION", "RESULT", "WHY"], rows), code, problems
+    return _table(["INSTANCE", "NE", "AUC", "CALIBRATION", "RESULT", "MODEL", "WHY"], rows), code, problems
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -550,7 +534,7 @@ def _reconcile(args: argparse.Namespace, manifests: Manifests, state: Path, stor
         OperatorConfig(scheduler="local_cwd", output_uri=output_uri, log_dir=str(state / "logs"), trainer_image=image)
     )
     extra = sync_store(store, manifests, launcher, prune=args.prune)
-    progress = Progress()
+    progress = make_view()
     print(f"modelfleet local: {len(manifests.templates)} template(s), {len(manifests.instances)} instance(s); state in {state}")
     if extra and not args.prune:
         print(
@@ -580,6 +564,7 @@ def _reconcile(args: argparse.Namespace, manifests: Manifests, state: Path, stor
         )
         return EXIT_INTERRUPTED
     finally:
+        progress.close()
         close = getattr(launcher, "close", None)
         if close:
             close()

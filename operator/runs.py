@@ -31,6 +31,10 @@ Lifecycle:
   `status.comparison`); a succeeded job without metrics is a failed run (reason MetricsMissing),
   and one whose NE is absent, not finite or undefined (empty or one-class eval) is Failed with
   reason MetricUndefined -- a model nobody can gate is never promoted.
+- progress: while the job is Running, `<outputUri>/progress.json` (trainer/progress.py) is copied
+  into `status.progress`, at most once per `progress_seconds` (the last copy's `lastUpdatedTime`
+  in the status bounds it, so a restart keeps the bound) and only when the step moved; the success
+  patch carries the final numbers.
 - a finished run is left alone.
 - Events: Warnings (a pending job's problem, a failure, a retry), adoption after a restart and
   cancellation. A routine submit, start or success is in the status alone: at thousands of runs
@@ -54,7 +58,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelfleet.api.resources import FINISHED_PHASES, Comparison, Metrics, RolloutSpec, TrainingRun
+from modelfleet.api.resources import FINISHED_PHASES, Comparison, Metrics, RolloutSpec, RunProgress, TrainingRun
 from modelfleet.operator.actions import Event
 from modelfleet.operator.naming import (
     LABEL_ATTEMPT,
@@ -77,6 +81,7 @@ _CLOCK_SKEW = dt.timedelta(seconds=60)
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 10.0
+PROGRESS_SECONDS = 30.0  # at most one progress write per run per this many seconds
 
 # TorchX AppState names (and ours) -> run phase.
 _PHASES = {
@@ -189,6 +194,34 @@ def _comparison(raw: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def read_progress_json(output_uri: str) -> Any:
+    from modelfleet.trainer.progress import read_progress
+
+    return read_progress(output_uri)
+
+
+def _progress(run: TrainingRun, now: dt.datetime, read_progress: Callable[[str], Any], every: float) -> dict[str, Any] | None:
+    """The `status.progress` to write now, or None (not due, no file yet, or the step did not move)."""
+    old = run.status.progress if run.status else None
+    last = parse_time(old.last_updated_time) if old else None
+    if last is not None and (now - last).total_seconds() < every:
+        return None
+    p = read_progress(run.spec.training.output_uri)
+    if p is None or (old is not None and old.step == p.step):
+        return None
+    return RunProgress(
+        step=p.step,
+        total_steps=p.total_steps,
+        epoch=p.epoch,
+        loss=p.loss,
+        examples_per_second=p.examples_per_second,
+        progress_percentage=p.percent,
+        estimated_remaining_seconds=p.estimated_remaining_seconds,
+        reported_time=timestamp(dt.datetime.fromtimestamp(p.updated_at, dt.UTC)) if p.updated_at else None,
+        last_updated_time=timestamp(now),
+    ).wire()
+
+
 def _event(run: TrainingRun, type_: str, reason: str, message: str) -> Event:
     return Event("TrainingRun", run.metadata.name, type_, reason, message)  # type: ignore[arg-type]
 
@@ -294,9 +327,12 @@ def reconcile_run(
     read_metrics: Callable[[str], dict[str, Any] | None] | None = None,
     read_failure: Callable[..., dict[str, Any] | None] | None = None,
     poll_seconds: float = POLL_SECONDS,
+    read_progress: Callable[[str], Any] | None = None,
+    progress_seconds: float = PROGRESS_SECONDS,
 ) -> RunUpdate:
     update = _reconcile(
-        run, launcher, now, policy=policy, read_metrics=read_metrics, read_failure=read_failure, poll_seconds=poll_seconds
+        run, launcher, now, policy=policy, read_metrics=read_metrics, read_failure=read_failure,
+        poll_seconds=poll_seconds, read_progress=read_progress, progress_seconds=progress_seconds,
     )
     update.status_patch = with_conditions(run, update.status_patch, now)
     return update
@@ -311,9 +347,12 @@ def _reconcile(
     read_metrics: Callable[[str], dict[str, Any] | None] | None,
     read_failure: Callable[..., dict[str, Any] | None] | None,
     poll_seconds: float,
+    read_progress: Callable[[str], Any] | None,
+    progress_seconds: float,
 ) -> RunUpdate:
     policy = policy or RolloutSpec()
     read_metrics = read_metrics or read_metrics_json
+    read_progress = read_progress or read_progress_json
     read_failure = read_failure or read_failure_json
     status = run.status
     phase = status.phase if status else None
@@ -368,10 +407,12 @@ def _reconcile(
         return RunUpdate(requeue_after=poll_seconds)
     attempt = max(attempts, 1)
     if job in ("Pending", "Running"):
+        progress = _progress(run, now, read_progress, progress_seconds) if job == "Running" else None
+        extra = {"progress": progress} if progress else {}
         if (phase, status.reason if status else None, status.message if status else None) == (job, reason, message):
-            return RunUpdate(requeue_after=poll_seconds)
+            return RunUpdate(extra or None, [], poll_seconds)
         events = [_event(run, "Warning", reason, f"{name}: {message or reason}")] if reason else []
-        return RunUpdate({"phase": job, "reason": reason, "message": message}, events, poll_seconds)
+        return RunUpdate({"phase": job, "reason": reason, "message": message, **extra}, events, poll_seconds)
     if job == "Succeeded":
         raw = read_metrics(run.spec.training.output_uri)
         # Retrying cannot make a finished job write its metrics, nor make an undefined NE defined
@@ -384,10 +425,12 @@ def _reconcile(
             text = f"the job succeeded but {undefined} (metrics.json under {run.spec.training.output_uri})"
             return _failed_for_good(run, attempt, "MetricUndefined", text, now)
         metrics = _metrics(raw)
+        progress = _progress(run, now, read_progress, 0.0)
         patch = {
             "phase": "Succeeded",
             "finishTime": timestamp(now),
             "metrics": metrics,
+            **({"progress": progress} if progress else {}),
             "reason": "Succeeded",
             "message": f"trained in {attempt} attempt(s); NE {metrics['ne']:.4f}",
         }

@@ -25,10 +25,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from modelfleet.trainer import comparison, evaluate
+from modelfleet.trainer import comparison, evaluate, serving
 from modelfleet.trainer.components.model import RankingModel
 from modelfleet.trainer.data import DATA_LAYOUT, Chunk, Dataset, DataStats, DenseTransform, Features, batches
 from modelfleet.trainer.preflight import check_spec_data
+from modelfleet.trainer.progress import ProgressWriter
 from modelfleet.trainer.report import METRICS_FILE, ExitCode, TrainerError, TrainingReport, write_atomic
 from modelfleet.trainer.spec import TrainingSpec, short_hash
 from modelfleet.trainer.techniques.catalogue import ModelPlan, plan_cost, resolve_plan
@@ -438,6 +439,7 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
         + (", bf16 autocast" if use_bf16 else "")
     )
     bar = Progress(total_steps, step, progress)
+    progress_file = ProgressWriter(spec.output_uri, total_steps, step, enabled=rank == 0)
     model.train()
     examples = 0
     loss_value = float("nan")
@@ -476,6 +478,7 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
             examples += len(b)
             loss_value = loss.item()
             bar.update(step, loss_value, examples / max(1e-9, time.perf_counter() - t0))
+            progress_file.update(step, epoch, loss_value, examples * world)
             if step % r.checkpoint_every == 0 and step < total_steps:
                 checkpoint(batch_in_epoch)
             if step >= total_steps:
@@ -537,6 +540,7 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
             buf = io.BytesIO()
             torch.save({"model": model.state_dict(), "transform": transform.state(), "features": features.state()}, buf)
             fh.write(buf.getvalue())
+        serving.export(model, plan, spec, features, spec.output_uri)
         with fs.open(out.rstrip("/") + "/spec.json", "w") as fh:
             json.dump(spec.wire(), fh, indent=2, sort_keys=True)
         write_atomic(spec.output_uri, METRICS_FILE, json.dumps(result, indent=2))  # last: the run succeeded

@@ -74,6 +74,37 @@ def test_local_trains_promotes_and_retrains_only_what_changed(tmp_path):
         run = json.loads((state / "state" / "TrainingRun" / f"{name}-{status['promotedRevision']}.json").read_text())
         assert run["spec"]["training"]["data"]["trainUri"].startswith(str(folder / "data"))
     assert "promoted" in first.stdout and "adult-wife" in first.stdout
+    # live progress (plain lines: no terminal here), the promoted model's location in the final table
+    assert "40/40 100%" in first.stdout
+    header = next(line for line in first.stdout.splitlines() if line.startswith("INSTANCE") and "MODEL" in line)
+    assert header.split()[:6] == ["INSTANCE", "NE", "AUC", "CALIBRATION", "RESULT", "MODEL"]
+    wife = instance(state, "adult-wife")["status"]
+    assert any(line.startswith("adult-wife ") and wife["modelUri"] in line for line in first.stdout.splitlines())
+    for run in runs(state):
+        progress = json.loads((state / "state" / "TrainingRun" / f"{run}.json").read_text())["status"]["progress"]
+        assert (progress["step"], progress["totalSteps"], progress["progressPercentage"]) == (40, 40, 100)
+
+    # the promoted model scores rows: the instance's own data, labels ignored
+    scored = subprocess.run(
+        [sys.executable, "-P", "-m", "modelfleet", "predict", "--model", wife["modelUri"], "--data",
+         str(folder / "data" / "wife.parquet"), "-o", "json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert scored.returncode == 0, scored.stderr
+    predictions = [r["prediction"] for r in json.loads(scored.stdout)]
+    import pyarrow.parquet as pq
+
+    assert len(predictions) == pq.read_metadata(folder / "data" / "wife.parquet").num_rows
+    assert all(0 < p < 1 for p in predictions) and len(set(predictions)) > 10
+    # a reader that stops early (`| head`) ends it quietly; --keep makes the output outgrow a pipe's buffer
+    keep = "age,workclass,education,marital_status,occupation,native_country"
+    head = subprocess.run(
+        f"'{sys.executable}' -P -m modelfleet predict --model '{wife['modelUri']}' --data '{folder / 'data' / 'wife.parquet'}' --keep {keep} | head -2",
+        shell=True, capture_output=True, text=True, timeout=300,
+    )
+    assert head.stdout.splitlines()[0].replace('"', "").split(",") == [*keep.split(","), "prediction"]
+    assert len(head.stdout.splitlines()) == 2
+    assert head.stderr == ""
 
     again = local(folder, state)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -85,7 +85,7 @@ def test_crd_is_a_valid_apiextensions_object(kind: str):
     assert columns == {
         "ModelTemplate": ["Revision", "Up-To-Date", "Total", "Ready", "Age"],
         "ModelInstance": ["Template", "Revision", "NE", "Ready", "Age"],
-        "TrainingRun": ["Instance", "Revision", "Phase", "NE", "Start", "Finish", "Age"],
+        "TrainingRun": ["Instance", "Revision", "Phase", "Progress", "NE", "Start", "Finish", "Age"],
     }[kind]
 
 
