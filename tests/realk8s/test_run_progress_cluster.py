@@ -27,7 +27,7 @@ class Running:
 
     scheduler = "fake"
 
-    def find(self, run, attempt):
+    def find(self, run, attempt, *, labels=None):
         return "fake://job"
 
     def state(self, handle):
