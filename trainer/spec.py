@@ -11,9 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 
@@ -27,32 +35,99 @@ class SpecModel(BaseModel):
         validate_default=True,
     )
 
+    # Fields added after revisions were first computed: left out of every dump (so of every
+    # revision and checkpoint hash) while they hold their default, so a template that never sets
+    # them keeps its revision and nothing retrains on upgrade.
+    _later_fields: ClassVar[frozenset[str]] = frozenset()
+
     def wire(self) -> dict[str, Any]:
         """The camelCase JSON form, without unset optional fields."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
+    @model_serializer(mode="wrap")
+    def _drop_later_defaults(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        out = handler(self)
+        if isinstance(out, dict):
+            for name in self._later_fields:
+                f = type(self).model_fields[name]
+                if getattr(self, name) == f.get_default(call_default_factory=True):
+                    out.pop(f.alias if info.by_alias and f.alias else name, None)
+        return out
+
 
 # --- architecture -----------------------------------------------------------------------------
 
-InteractionKind = Literal["dot", "dcnv2", "lowrank", "attention", "concat"]
+InteractionKind = Literal["dot", "dcnv2", "lowrank", "attention", "concat", "fm"]
+CROSS_KINDS = ("dcnv2", "lowrank")
 
 
 class EmbeddingSpec(SpecModel):
-    """Hashed embeddings, one table per categorical feature."""
+    """One embedding table per categorical feature (all stored as one tensor)."""
+
+    _later_fields = frozenset({"init_std", "l2"})
 
     dim: int = Field(16, ge=2, le=1024, description="Embedding dimension of every sparse feature.")
     buckets: int = Field(
         100_000, ge=2, le=100_000_000, description="Hash buckets per categorical feature."
+    )
+    init_std: float = Field(
+        1e-4, gt=0, le=1, description="Std of the normal initialisation of the embedding (and wide) tables."
+    )
+    l2: float = Field(
+        1e-5,
+        ge=0,
+        le=1,
+        description=(
+            "L2 penalty on the embedding (and wide) vectors a batch looks up: l2 * sum of their "
+            "squares, averaged over the batch, added to the training loss."
+        ),
     )
 
 
 class InteractionSpec(SpecModel):
     """How feature embeddings interact. Techniques may replace it (e.g. `dcnv2-cross`)."""
 
-    kind: InteractionKind = Field("dot", description="dot (DLRM), dcnv2, lowrank, attention or concat.")
+    model_config = SpecModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.structure) || self.structure == 'stacked' || self.kind in ['dcnv2', 'lowrank']",
+                    "message": "structure 'parallel' applies to the cross kinds (dcnv2, lowrank) only",
+                    "fieldPath": ".structure",
+                }
+            ]
+        }
+    }
+    _later_fields = frozenset({"structure"})
+
+    kind: InteractionKind = Field(
+        "dot",
+        description=(
+            "dot (DLRM), dcnv2 (full-rank cross), lowrank (cross with W = U V), attention, concat, or "
+            "fm (DeepFM: a factorization-machine term over the sparse embeddings added to the logit, "
+            "the over-arch reading the concatenated features)."
+        ),
+    )
     layers: int = Field(2, ge=1, le=16, description="Cross layers (dcnv2, lowrank) or attention blocks.")
     rank: int = Field(16, ge=1, le=1024, description="Rank of the low-rank cross.")
     heads: int = Field(2, ge=1, le=32, description="Attention heads.")
+    structure: Literal["stacked", "parallel"] = Field(
+        "stacked",
+        description=(
+            "Cross kinds only. stacked: the over-arch MLP reads the cross output; parallel: the cross "
+            "and the over-arch both read the concatenated features and the heads read both outputs "
+            "(DeepCTR's DCN)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> InteractionSpec:
+        if self.structure == "parallel" and self.kind not in CROSS_KINDS:
+            raise ValueError(
+                f"interaction.structure 'parallel' applies to the cross kinds (dcnv2, lowrank) only, "
+                f"not to kind {self.kind!r}"
+            )
+        return self
 
 
 class TaskSpec(SpecModel):
@@ -68,18 +143,29 @@ class TaskSpec(SpecModel):
 class ArchitectureSpec(SpecModel):
     """The model, built from standard components."""
 
+    _later_fields = frozenset({"wide"})
+
     embedding: EmbeddingSpec = Field(default_factory=EmbeddingSpec)
     bottom_mlp: list[int] = Field(
         default_factory=lambda: [64, 16],
-        min_length=1,
         max_length=16,
-        description="Dense (bottom) MLP layer widths; the last one must equal embedding.dim for dot interaction.",
+        description=(
+            "Dense (bottom) MLP layer widths; empty: the numeric features enter the interaction as "
+            "they are (projected to embedding.dim for dot and attention when the widths differ)."
+        ),
     )
     interaction: InteractionSpec = Field(default_factory=InteractionSpec)
     over_arch: list[int] = Field(
         default_factory=lambda: [64, 32],
         max_length=16,
         description="Over-arch MLP layer widths above the interaction.",
+    )
+    wide: bool = Field(
+        False,
+        description=(
+            "Add a linear (wide) part to every task's logit: one weight per categorical value and "
+            "one per numeric feature (Wide&Deep, DeepFM, DeepCTR's DCN)."
+        ),
     )
     tasks: list[TaskSpec] = Field(
         default_factory=lambda: [TaskSpec(name="click")],

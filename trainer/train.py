@@ -63,28 +63,43 @@ def task_weight_vector(plan: ModelPlan) -> torch.Tensor:
 def lr_lambda(plan: ModelPlan, total_steps: int) -> Callable[[int], float]:
     """Multiplier of the base learning rate at a step (1.0 without the schedule technique)."""
 
+    warmup = plan.warmup_steps
+    if warmup is None:
+        warmup = round(plan.warmup_fraction * total_steps)
+
     def f(step: int) -> float:
-        if step < plan.warmup_steps:
-            return (step + 1) / plan.warmup_steps
+        if step < warmup:
+            return (step + 1) / warmup
         if not plan.cosine_decay:
             return 1.0
-        progress = min(1.0, (step - plan.warmup_steps) / max(1, total_steps - plan.warmup_steps))
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         return plan.min_lr_ratio + (1 - plan.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
 
 
 class EMA:
-    """Exponential moving average of the float parameters."""
+    """Exponential moving average of the float parameters.
 
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
+    With `warmup`, update t uses min(decay, (1 + t) / (10 + t)) (TensorFlow's num_updates rule):
+    early on the average follows the weights closely, so a run shorter than 1 / (1 - decay)
+    steps does not evaluate weights that are mostly their initial values.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = False):
+        self.decay, self.warmup, self.updates = decay, warmup, 0
         self.params = [p for p in model.parameters()]
         self.shadow = [p.detach().clone() for p in self.params]
 
+    def current_decay(self) -> float:
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
     @torch.no_grad()
     def update(self) -> None:
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - self.decay)
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - self.current_decay())
+        self.updates += 1
 
     @torch.no_grad()
     def swap(self) -> None:
@@ -94,12 +109,15 @@ class EMA:
             p.copy_(s)
             s.copy_(tmp)
 
-    def state_dict(self) -> list[torch.Tensor]:
-        return self.shadow
+    def state_dict(self) -> dict[str, Any]:
+        return {"shadow": self.shadow, "updates": self.updates}
 
-    def load_state_dict(self, state: list[torch.Tensor]) -> None:
-        for s, v in zip(self.shadow, state, strict=True):
+    def load_state_dict(self, state: dict[str, Any] | list[torch.Tensor]) -> None:
+        if isinstance(state, list):  # checkpoints written before the warm-up kept the shadow only
+            state = {"shadow": state, "updates": 0}
+        for s, v in zip(self.shadow, state["shadow"], strict=True):
             s.copy_(v)
+        self.updates = state["updates"]
 
 
 class Optimizers:
@@ -112,9 +130,7 @@ class Optimizers:
 
     def __init__(self, spec: TrainingSpec, model: nn.Module, plan: ModelPlan, total_steps: int):
         r = spec.recipe
-        sparse = [p for n, p in model.named_parameters() if n.startswith("embeddings.")]
-        if not getattr(model, "sparse_embeddings", False):
-            sparse = []
+        sparse = model.sparse_parameters()
         ids = {id(p) for p in sparse}
         dense = [p for p in model.parameters() if id(p) not in ids]
         kw = {"lr": r.learning_rate, "weight_decay": r.weight_decay}
@@ -177,12 +193,12 @@ def train_step(
 ) -> torch.Tensor:
     """One optimizer step; returns the weighted loss. A non-finite loss changes nothing."""
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-        logits = model(dense, sparse)
+        logits, penalty = model(dense, sparse, penalty=True)
     loss = (task_losses(logits, labels, plan) * weights).sum()
     if not torch.isfinite(loss):
         return loss.detach()
     optimizer.zero_grad()
-    loss.backward()
+    (loss + penalty).backward()
     if plan.grad_clip_norm is not None:
         clip_grad_norm(list(model.parameters()), plan.grad_clip_norm)
     optimizer.step()
@@ -315,7 +331,7 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
         if world > 1
         else model
     )
-    ema = EMA(model, plan.ema_decay) if plan.ema_decay else None
+    ema = EMA(model, plan.ema_decay, plan.ema_warmup) if plan.ema_decay else None
     weights = task_weight_vector(plan).to(device)
 
     if r.steps is not None:

@@ -10,25 +10,26 @@ import torch
 from torch import nn
 
 
-class HashedEmbeddings(nn.Module):
-    """One `buckets x dim` table per categorical feature, stored as one tensor.
+class EmbeddingTables(nn.Module):
+    """One `sizes[i] x dim` table per categorical feature, stored as one tensor.
 
-    Ids arrive already hashed into [0, buckets) (the data layer hashes raw values); one table
-    for all features keeps the lookup a single gather instead of S small ones. With
-    `sparse=True` the gradient holds only the looked-up rows.
+    Feature i's ids arrive in [0, sizes[i]) (the data layer maps raw values to ids); one tensor
+    for all features, with per-feature row offsets, keeps the lookup a single gather instead of
+    S small ones. With `sparse=True` the gradient holds only the looked-up rows.
     """
 
-    def __init__(self, n_features: int, buckets: int, dim: int, sparse: bool = False):
+    def __init__(self, sizes: list[int] | tuple[int, ...], dim: int, sparse: bool = False, init_std: float = 1e-4):
         super().__init__()
-        self.n_features, self.buckets, self.dim, self.sparse = n_features, buckets, dim, sparse
-        self.weight = nn.Parameter(torch.empty(n_features * buckets, dim))
-        # a fixed small scale, not one shrinking with the bucket count: resizing the hash space
-        # should not change how far from zero training starts
-        nn.init.normal_(self.weight, 0.0, 0.01)
-        self.register_buffer("offsets", torch.arange(n_features) * buckets, persistent=False)
+        self.n_features, self.dim, self.sparse = len(sizes), dim, sparse
+        self.weight = nn.Parameter(torch.empty(sum(sizes), dim))
+        # a fixed scale, not one shrinking with the table size: resizing the id space should not
+        # change how far from zero training starts
+        nn.init.normal_(self.weight, 0.0, init_std)
+        starts = torch.tensor([0, *sizes[:-1]], dtype=torch.int64).cumsum(0)
+        self.register_buffer("offsets", starts, persistent=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        # ids: [B, S] int64 in [0, buckets) -> [B, S, D]
+        # ids: [B, S] int64, column i in [0, sizes[i]) -> [B, S, D]
         return nn.functional.embedding(ids + self.offsets, self.weight, sparse=self.sparse)
 
 
@@ -114,6 +115,37 @@ class SelfAttentionBlock(nn.Module):
         scores = torch.matmul(q, k.transpose(-1, -2)) * self.head_dim**-0.5  # [B, H, T, T]
         ctx = torch.matmul(scores.softmax(dim=-1), v)  # [B, H, T, D/H]
         return x + self.out(ctx.transpose(1, 2).reshape(b, t, d))  # [B, T, D]
+
+
+class FactorizationMachine(nn.Module):
+    """Second-order FM term over the S field embeddings: sum_{i<j} <e_i, e_j>, computed as
+    ((sum e)^2 - sum e^2) / 2 (Rendle 2010), which is elementwise work only."""
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        # emb: [B, S, D] -> [B, 1]
+        square_of_sum = emb.sum(dim=1).pow(2)
+        sum_of_squares = emb.pow(2).sum(dim=1)
+        return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1, keepdim=True)
+
+
+class Wide(nn.Module):
+    """The linear (wide) part: one weight per task for every categorical value and every numeric
+    feature, summed into each task's logit (Wide&Deep's wide part, DeepFM's first-order term)."""
+
+    def __init__(self, sizes: list[int] | tuple[int, ...], n_dense: int, n_tasks: int, sparse: bool, init_std: float):
+        super().__init__()
+        self.table = EmbeddingTables(sizes, n_tasks, sparse, init_std) if sizes else None
+        self.dense = nn.Linear(n_dense, n_tasks, bias=False) if n_dense else None
+        if self.dense is not None:
+            nn.init.normal_(self.dense.weight, 0.0, init_std)
+
+    def forward(self, dense: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # dense: [B, n_dense], ids: [B, S] -> (logits [B, n_tasks], looked-up weights [B, S, n_tasks])
+        rows = self.table(ids) if self.table is not None else None
+        out = self.dense(dense) if self.dense is not None else 0
+        if rows is not None:
+            out = out + rows.sum(dim=1)
+        return out, rows
 
 
 class TaskHeads(nn.Module):
