@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from modelfleet.trainer.report import BadRow
 from modelfleet.trainer.spec import (
     ArchitectureSpec,
     DataSpec,
@@ -21,6 +22,8 @@ from modelfleet.trainer.spec import (
     SpecModel,
     TechniqueRef,
     TrainingSpec,
+    cel_rule,
+    list_map,
 )
 
 GROUP = "modelfleet.dev"
@@ -47,17 +50,8 @@ OVERRIDABLE_FIELDS = (
 )
 
 
-# Lists keyed by a field merge item by item under server-side apply (GitOps tools and the
-# operator then own different items), and the API server rejects duplicate keys.
-def _list_map(key: str) -> dict[str, Any]:
-    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
-
-
-def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    out = {"rule": rule, "message": message}
-    if field_path:
-        out["fieldPath"] = field_path
-    return out
+_list_map = list_map
+_cel = cel_rule
 
 
 # --- shared status pieces --------------------------------------------------------------------
@@ -83,6 +77,10 @@ class Metrics(SpecModel):
     calibration: float | None = Field(None, description="Mean prediction / observed base rate.")
     flops_per_example: int | None = None
     examples: int | None = Field(None, description="Held-out examples evaluated.")
+    bad_rows: int | None = Field(
+        None, ge=0, description="Malformed rows the trainer skipped (within recipe.maxBadRowFraction), all data URIs."
+    )
+    first_bad_row: BadRow | None = Field(None, description="The first malformed row: file, row and what is wrong.")
 
 
 # --- ModelTemplate ---------------------------------------------------------------------------

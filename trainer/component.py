@@ -1,4 +1,6 @@
-"""The TorchX component the operator launches: `torchrun ... -m modelfleet train --spec-json ...`.
+"""The TorchX component the operator launches: `python -m modelfleet.trainer.launch [torchrun
+options] -m modelfleet train --spec-json ...` (torchrun's launch, exiting with the failed worker's
+classified exit code instead of torchrun's 1; see launch.py).
 
 Importable without torch (the operator imports it). Works with any TorchX scheduler, e.g.
 `torchx run -s local_cwd modelfleet/trainer/component.py:train --spec_json "$(cat spec.json)"`.
@@ -12,6 +14,7 @@ from torchx.components import dist
 from modelfleet.trainer.spec import ResourcesSpec, TrainingSpec
 
 DEFAULT_IMAGE = "ghcr.io/modelfleet/trainer:0.1.0"
+LAUNCHER = "python -m modelfleet.trainer.launch"  # torchrun's arguments, the worker's exit code
 
 
 def train(
@@ -43,7 +46,7 @@ def train(
         # one CPU worker: let torch use the cores it was given, not every core on the host
         env.setdefault("OMP_NUM_THREADS", str(cpu))
     name = f"train-{spec.instance}"[:52]
-    return dist.torchrun(
+    app = dist.torchrun(
         "train",
         "--spec-json",
         spec_json,
@@ -57,6 +60,12 @@ def train(
         env=env,
         max_retries=max_retries,
     )
+    (role,) = app.roles
+    cmd = role.args[-1]
+    if role.entrypoint != "bash" or not cmd.startswith("torchrun "):
+        raise RuntimeError(f"torchx's dist.torchrun changed its command ({role.entrypoint} {role.args}); update LAUNCHER")
+    role.args[-1] = LAUNCHER + cmd.removeprefix("torchrun")
+    return app
 
 
 def app_for(

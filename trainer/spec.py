@@ -36,8 +36,8 @@ class SpecModel(BaseModel):
     )
 
     # Fields added after revisions were first computed: left out of every dump (so of every
-    # revision and checkpoint hash) while they hold their default, so a template that never sets
-    # them keeps its revision and nothing retrains on upgrade.
+    # revision and checkpoint fingerprint) while they hold their default, so a spec that never
+    # sets them keeps its revision and an operator upgrade retrains nothing.
     _later_fields: ClassVar[frozenset[str]] = frozenset()
 
     def wire(self) -> dict[str, Any]:
@@ -53,6 +53,20 @@ class SpecModel(BaseModel):
                 if getattr(self, name) == f.get_default(call_default_factory=True):
                     out.pop(f.alias if info.by_alias and f.alias else name, None)
         return out
+
+
+def cel_rule(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CEL rule for `x-kubernetes-validations` (the API server checks it at apply)."""
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+def list_map(key: str) -> dict[str, Any]:
+    """Lists keyed by a field merge item by item under server-side apply (GitOps tools and the
+    operator then own different items), and the API server rejects duplicate keys."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
 
 
 # --- architecture -----------------------------------------------------------------------------
@@ -90,11 +104,11 @@ class InteractionSpec(SpecModel):
     model_config = SpecModel.model_config | {
         "json_schema_extra": {
             "x-kubernetes-validations": [
-                {
-                    "rule": "!has(self.structure) || self.structure == 'stacked' || self.kind in ['dcnv2', 'lowrank']",
-                    "message": "structure 'parallel' applies to the cross kinds (dcnv2, lowrank) only",
-                    "fieldPath": ".structure",
-                }
+                cel_rule(
+                    "!has(self.structure) || self.structure == 'stacked' || self.kind in ['dcnv2', 'lowrank']",
+                    "structure 'parallel' applies to the cross kinds (dcnv2, lowrank) only",
+                    ".structure",
+                )
             ]
         }
     }
@@ -222,6 +236,9 @@ class RecipeSpec(SpecModel):
 # --- data ------------------------------------------------------------------------------------
 
 DataFormat = Literal["criteo", "csv", "parquet", "synthetic"]
+# Criteo files have no header: the label, 13 integer and 26 categorical columns, tab-separated.
+CRITEO_DENSE_COLUMNS = [f"I{i}" for i in range(1, 14)]
+CRITEO_SPARSE_COLUMNS = [f"C{i}" for i in range(1, 27)]
 
 
 class SyntheticSpec(SpecModel):
@@ -235,8 +252,134 @@ class SyntheticSpec(SpecModel):
     seed: int = Field(0, ge=0)
 
 
+class SparseEncoding(SpecModel):
+    """How one categorical column becomes embedding ids in [0, table size)."""
+
+    model_config = SpecModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel_rule("self.kind != 'identity' || has(self.cardinality)",
+                     "kind identity needs cardinality (ids 0..cardinality-1)", ".cardinality"),
+                cel_rule("self.kind != 'vocabulary' || has(self.maxSize)",
+                     "kind vocabulary needs maxSize", ".maxSize"),
+                cel_rule("self.kind == 'hash' || !has(self.buckets)",
+                     "buckets applies to kind hash only", ".buckets"),
+                cel_rule("self.kind == 'identity' || !has(self.cardinality)",
+                     "cardinality applies to kind identity only", ".cardinality"),
+                cel_rule("self.kind == 'vocabulary' || !has(self.maxSize)",
+                     "maxSize applies to kind vocabulary only", ".maxSize"),
+            ]
+        }
+    }
+
+    column: str = Field(..., min_length=1, description="A column of data.sparseColumns.")
+    kind: Literal["hash", "identity", "vocabulary"] = Field(
+        "hash",
+        description=(
+            "hash: the value's text hashed into `buckets` ids (collisions possible); identity: the "
+            "value is already an integer id in [0, cardinality), anything else (out of range, "
+            "missing) gets the one extra id `cardinality`; vocabulary: the `maxSize` most frequent "
+            "values of the train split get ids 0..maxSize-1 (by count, then value), every other "
+            "value the extra id `maxSize`."
+        ),
+    )
+    buckets: int | None = Field(
+        None, ge=2, le=100_000_000, description="hash: ids per column (default architecture.embedding.buckets)."
+    )
+    cardinality: int | None = Field(None, ge=1, le=100_000_000, description="identity: number of valid ids.")
+    max_size: int | None = Field(None, ge=1, le=10_000_000, description="vocabulary: values kept.")
+    min_count: int = Field(
+        1, ge=1, le=1_000_000_000, description="vocabulary: values seen fewer times in the train split share the extra id."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SparseEncoding:
+        own = {"hash": "buckets", "identity": "cardinality", "vocabulary": "max_size"}
+        for kind, name in own.items():
+            value = getattr(self, name)
+            if kind == self.kind and value is None and kind != "hash":  # hash defaults to the embedding's
+                raise ValueError(f"kind {kind} needs {to_camel(name)}")
+            if kind != self.kind and value is not None:
+                raise ValueError(f"{to_camel(name)} applies to kind {kind} only, not to kind {self.kind}")
+        return self
+
+    def table_size(self, default_buckets: int) -> int:
+        """Embedding rows of this column: ids are emitted in [0, table_size)."""
+        if self.kind == "identity":
+            return self.cardinality + 1  # type: ignore[operator]
+        if self.kind == "vocabulary":
+            return self.max_size + 1  # type: ignore[operator]
+        return self.buckets or default_buckets
+
+
+class Bucketize(SpecModel):
+    """A numeric column also fed as the embedding id of its bucket (one more sparse feature)."""
+
+    model_config = SpecModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel_rule("has(self.buckets) != has(self.boundaries)",
+                     "set exactly one of buckets (fitted quantiles) and boundaries"),
+            ]
+        }
+    }
+
+    column: str = Field(..., min_length=1, description="A numeric column of the files.")
+    buckets: int | None = Field(
+        None, ge=2, le=100_000,
+        description=(
+            "Buckets of equal frequency: boundaries are the quantiles of a seeded sample of the train "
+            "split (data.fitSampleRows); tied quantiles merge, so fewer buckets may be used."
+        ),
+    )
+    boundaries: list[float] | None = Field(
+        None, min_length=1, max_length=100_000,
+        description="Increasing boundaries b: bucket i holds b[i-1] <= x < b[i] (ids 0..len(b)).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Bucketize:
+        if (self.buckets is None) == (self.boundaries is None):
+            raise ValueError("set exactly one of buckets (fitted quantiles) and boundaries")
+        b = self.boundaries or []
+        if any(hi <= lo for lo, hi in zip(b, b[1:], strict=False)):
+            raise ValueError(f"boundaries must increase strictly, got {b}")
+        return self
+
+    def table_size(self) -> int:
+        return self.buckets if self.buckets is not None else len(self.boundaries or []) + 1
+
+
+class LabelValues(SpecModel):
+    """How text labels ('yes'/'no', '>50K'/'<=50K') map to 1 and 0."""
+
+    model_config = SpecModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel_rule("self.positive.all(v, !(v in self.negative))",
+                     "a value cannot be both positive and negative", ".negative"),
+            ]
+        }
+    }
+
+    positive: list[str] = Field(..., min_length=1, max_length=64, description="Values that mean 1, compared as text.")
+    negative: list[str] = Field(
+        ..., min_length=1, max_length=64,
+        description="Values that mean 0. A row whose label is in neither list is malformed.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> LabelValues:
+        both = sorted(set(self.positive) & set(self.negative))
+        if both:
+            raise ValueError(f"values {both} are both positive and negative")
+        return self
+
+
 class DataSpec(SpecModel):
     """Where an instance's data lives and which columns it uses."""
+
+    _later_fields = frozenset({"encodings", "bucketize", "label_values", "fit_sample_rows"})
 
     format: DataFormat = Field(..., description="criteo (TSV: label, 13 ints, 26 cats), csv, parquet or synthetic.")
     train_uri: str | None = Field(None, description="fsspec URI of the training data (file, dir or glob).")
@@ -245,7 +388,11 @@ class DataSpec(SpecModel):
     dense_columns: list[str] = Field(default_factory=list, description="Numeric feature columns.")
     sparse_columns: list[str] = Field(default_factory=list, description="Categorical feature columns.")
     dense_transform: Literal["log", "standard", "none"] = Field(
-        "log", description="Normalisation of numeric features."
+        "log",
+        description=(
+            "Normalisation of numeric features: log sign(x)*log1p(|x|); standard (x-mean)/std, "
+            "fitted on a seeded sample of the whole train split (data.fitSampleRows); none."
+        ),
     )
     delimiter: str | None = Field(None, max_length=1, description="Field separator (criteo: tab, csv: comma).")
     synthetic: SyntheticSpec | None = None
@@ -258,6 +405,33 @@ class DataSpec(SpecModel):
             "at the same URIs."
         ),
     )
+    encodings: list[SparseEncoding] = Field(
+        default_factory=list,
+        max_length=1024,
+        description=(
+            "Per-column encoding of data.sparseColumns (hash, identity, vocabulary); a column not "
+            "listed is hashed into architecture.embedding.buckets."
+        ),
+        json_schema_extra=list_map("column"),
+    )
+    bucketize: list[Bucketize] = Field(
+        default_factory=list,
+        max_length=1024,
+        description="Numeric columns also fed as embeddings of their bucket (sparse features after sparseColumns).",
+        json_schema_extra=list_map("column"),
+    )
+    label_values: LabelValues | None = Field(
+        None, description="Map text labels to 1/0; unset: labels must be the numbers 0 and 1 (or booleans)."
+    )
+    fit_sample_rows: int = Field(
+        65_536,
+        ge=1_000,
+        le=10_000_000,
+        description=(
+            "Rows of the seeded uniform sample of the whole train split that fits denseTransform "
+            "standard and bucketize quantiles (vocabularies count every row)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DataSpec:
@@ -266,7 +440,36 @@ class DataSpec(SpecModel):
                 self.synthetic = SyntheticSpec()
         elif not self.train_uri:
             raise ValueError(f"data.trainUri is required for format {self.format!r}")
+        sparse = self.sparse_column_names()
+        for key, items in (("encodings", self.encodings), ("bucketize", self.bucketize)):
+            seen: set[str] = set()
+            for i, item in enumerate(items):
+                if item.column in seen:
+                    raise ValueError(f"data.{key}[{i}].column: {item.column!r} is listed twice")
+                seen.add(item.column)
+                if key == "encodings" and item.column not in sparse:
+                    raise ValueError(
+                        f"data.encodings[{i}].column: {item.column!r} is not one of data.sparseColumns {sparse}"
+                    )
+        if self.format == "synthetic" and (self.encodings or self.bucketize or self.label_values):
+            raise ValueError("data.encodings, data.bucketize and data.labelValues do not apply to synthetic data")
         return self
+
+    def sparse_column_names(self) -> list[str]:
+        """The categorical columns read from the files (criteo: C1..C26 when none are named)."""
+        if self.format == "criteo" and not self.sparse_columns:
+            return CRITEO_SPARSE_COLUMNS[:]
+        return list(self.sparse_columns)
+
+    def dense_column_names(self) -> list[str]:
+        """The numeric columns read from the files (criteo: I1..I13 when none are named)."""
+        if self.format == "criteo" and not self.dense_columns:
+            return CRITEO_DENSE_COLUMNS[:]
+        return list(self.dense_columns)
+
+    def encoding(self, column: str) -> SparseEncoding:
+        """The encoding of a sparse column (hash into the embedding's buckets when not listed)."""
+        return next((e for e in self.encodings if e.column == column), SparseEncoding(column=column))
 
 
 # --- resources -------------------------------------------------------------------------------

@@ -26,13 +26,15 @@ from torch import nn
 
 from modelfleet.trainer import evaluate
 from modelfleet.trainer.components.model import RankingModel
-from modelfleet.trainer.data import Chunk, Dataset, DenseTransform, batches
+from modelfleet.trainer.data import DATA_LAYOUT, Chunk, Dataset, DataStats, DenseTransform, Features, batches
+from modelfleet.trainer.preflight import check_spec_data
+from modelfleet.trainer.report import METRICS_FILE, ExitCode, TrainerError, TrainingReport, write_atomic
 from modelfleet.trainer.spec import TrainingSpec, short_hash
 from modelfleet.trainer.techniques.catalogue import ModelPlan, plan_cost, resolve_plan
 
 
-class TrainingError(RuntimeError):
-    """The run cannot go on (diverged, incompatible checkpoint)."""
+class TrainingError(TrainerError):
+    """The run cannot go on (diverged: DIVERGED; a checkpoint of another run: CHECKPOINT_MISMATCH)."""
 
 
 # --- pieces the techniques switch -------------------------------------------------------------
@@ -208,9 +210,51 @@ def train_step(
 # --- checkpoints ------------------------------------------------------------------------------
 
 
-def _model_key(spec: TrainingSpec) -> str:
-    """What a checkpoint must match to be resumed: the model, its techniques and its data."""
-    return short_hash({"a": spec.architecture, "t": [t.wire() for t in spec.techniques], "d": spec.data})
+OUTPUT_FIELD = "spec.training.outputUri"  # the TrainingRun field that places the checkpoints
+
+
+def _resumable(spec: TrainingSpec) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the whole resolved spec (revision included)
+    but where it is written, and how the data layer turns rows into ids."""
+    wire = {k: v for k, v in spec.wire().items() if k != "outputUri"}
+    return {"spec": wire, "dataLayout": DATA_LAYOUT}
+
+
+def fingerprint(spec: TrainingSpec) -> str:
+    return short_hash(_resumable(spec), 16)
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def _check_resumable(path: str, state: dict[str, Any], spec: TrainingSpec, world: int) -> None:
+    """Refuse a checkpoint of another run, naming both runs and what differs."""
+    if state.get("fingerprint") != fingerprint(spec):
+        old = state.get("resumable") or {}
+        mine, theirs = _flat(_resumable(spec)), _flat(old)
+        differ = sorted(k.removeprefix("spec.") for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        shown = ", ".join(differ[:6]) + (", ..." if len(differ) > 6 else "") if old else "unknown (an older checkpoint)"
+        who = f"{state.get('instance', '?')}@{state.get('revision', '?')}"
+        raise TrainingError(
+            ExitCode.CHECKPOINT_MISMATCH, OUTPUT_FIELD,
+            f"{OUTPUT_FIELD}: checkpoint {path} was written by run {who} (spec fingerprint "
+            f"{state.get('fingerprint', 'none')}), this is run {spec.instance}@{spec.revision} (fingerprint "
+            f"{fingerprint(spec)}); they differ in: {shown}. A checkpoint resumes only into a run of the "
+            "same resolved spec: give this run its own outputUri or delete that checkpoint",
+        )
+    if state.get("world", 1) != world:
+        raise TrainingError(
+            ExitCode.CHECKPOINT_MISMATCH, OUTPUT_FIELD,
+            f"{OUTPUT_FIELD}: checkpoint {path} was written by {state.get('world', 1)} worker process(es), "
+            f"this job has {world}; the data shards differ, so resume with the same nnodes x processes "
+            "or give this run its own outputUri",
+        )
 
 
 def latest_checkpoint(output_uri: str) -> str | None:
@@ -291,13 +335,17 @@ def predict(
             preds.append(torch.sigmoid(logits.float()).cpu().numpy())
             labels.append(y.cpu().numpy())
     model.train()
-    if not preds:
-        raise TrainingError("the held-out split is empty; set data.evalUri or a larger data.evalFraction")
+    if not preds:  # require_rows() found rows before training: the data changed under the run
+        raise TrainingError(ExitCode.TRANSIENT, data.where, f"{data.where}: the held-out split became empty during the run")
     return np.concatenate(preds), np.concatenate(labels)
 
 
 def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
-    """Train `spec`, evaluate on its held-out split and write the outputs. Returns metrics.json."""
+    """Train `spec`, evaluate on its held-out split and write the outputs. Returns metrics.json.
+
+    Raises TrainerError (DataError, TrainingError) for what it can classify, before the first
+    step for everything about the data that can be known then."""
+    check_spec_data(spec).raise_first()  # cheap: listings, magic bytes, footers, headers
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -319,9 +367,23 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
     fs, out = fsspec.core.url_to_fs(spec.output_uri)
     ckpt_dir = out.rstrip("/") + "/checkpoints"
 
-    train_data = Dataset(spec, "train", rank, world)
-    eval_data = Dataset(spec, "eval")
-    transform = DenseTransform.fit(spec.data.dense_transform, Dataset(spec, "train"))
+    latest = latest_checkpoint(spec.output_uri)
+    state: dict[str, Any] | None = None
+    if latest is not None:
+        with fs.open(latest, "rb") as fh:
+            state = torch.load(io.BytesIO(fh.read()), map_location=device, weights_only=False)
+        _check_resumable(latest, state, spec, world)
+    stats = DataStats()
+    if state is not None and state.get("features") is not None:
+        features = Features.from_state(spec, state["features"])  # what the interrupted run fitted
+    else:
+        features = Features.fit(spec, Dataset(spec, "train", stats=stats))
+    transform: DenseTransform = features.dense
+    train_data = Dataset(spec, "train", rank, world, features=features, stats=stats)
+    eval_data = Dataset(spec, "eval", features=features, stats=stats)
+    # before any step: an empty or unreadable split fails now, not after training
+    Dataset(spec, "train", features=features, stats=stats).require_rows()
+    eval_data.require_rows()
 
     # sparse embedding gradients for one process; DDP's gradient buckets take dense ones only
     # (torch 2.13 fails with "Cannot access storage of SparseTensorImpl", on gloo and NCCL alike)
@@ -342,21 +404,7 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
 
     step = epoch = skip = 0
     resumed_from = None
-    latest = latest_checkpoint(spec.output_uri)
-    if latest is not None:
-        with fs.open(latest, "rb") as fh:
-            state = torch.load(io.BytesIO(fh.read()), map_location=device, weights_only=False)
-        if state["model_key"] != _model_key(spec):
-            raise TrainingError(
-                f"checkpoint {latest} was written for a different model, techniques or data; "
-                "give this run its own outputUri"
-            )
-        if state.get("world", 1) != world:
-            raise TrainingError(
-                f"checkpoint {latest} was written by {state.get('world', 1)} worker process(es), this job "
-                f"has {world}; the data shards differ, so resume with the same nnodes x processes "
-                "or give this run its own outputUri"
-            )
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None and state.get("ema") is not None:
@@ -380,9 +428,13 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
                 "epoch": epoch,
                 "batch_in_epoch": batch_in_epoch,
                 "torch_rng": torch.get_rng_state(),
-                "model_key": _model_key(spec),
+                "fingerprint": fingerprint(spec),
+                "resumable": _resumable(spec),
+                "instance": spec.instance,
+                "revision": spec.revision,
                 "world": world,
                 "transform": transform.state(),
+                "features": features.state(),
                 "plan_cost": {"params": cost.params, "flopsPerExample": cost.flops_per_example},
             },
         )
@@ -419,8 +471,9 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
             loss = train_step(ddp_model, optimizer, plan, weights, d, s, y, use_bf16)
             if not torch.isfinite(loss):
                 raise TrainingError(
-                    f"loss is {loss.item()} at step {step + 1}; training diverged. Lower "
-                    "recipe.learningRate, add grad-clip, or check the data for extreme values"
+                    ExitCode.DIVERGED, "spec.recipe.learningRate",
+                    f"spec.recipe.learningRate: loss is {loss.item()} at step {step + 1}; training diverged. "
+                    "Lower recipe.learningRate, add grad-clip, or check the data for extreme values",
                 )
             optimizer.schedule()
             if ema is not None:
@@ -438,8 +491,9 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
         if world > 1 and ended and not synced_end:
             flag = torch.zeros(1, device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        if seen == 0:
-            raise TrainingError("the training split is empty; check data.trainUri and data.evalFraction")
+        if seen == 0:  # require_rows() found rows before training: the data changed under the run
+            raise TrainingError(ExitCode.TRANSIENT, "spec.data.trainUri",
+                                "spec.data.trainUri: the training split became empty during the run")
         skip = 0
         if ended:
             epoch += 1
@@ -458,30 +512,34 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
             ema.swap()  # evaluate (and export) the averaged weights
         p, y = predict(model, eval_data, transform, r.eval_batch_size, device, use_bf16)
         m = evaluate.metrics(p[:, 0], y[:, 0])
-        result = {
+        sources = stats.reports()
+        first_bad = next((s.first_bad_row for s in sources if s.first_bad_row is not None), None)
+        report = TrainingReport(
             **m,
-            "flopsPerExample": cost.flops_per_example,
-            "params": cost.params,
-            "steps": step,
-            "trainExamples": examples,
-            "trainExamplesPerSecond": round(examples / train_seconds, 1) if train_seconds > 0 else None,
-            "resumedFromStep": resumed_from,
-            "instance": spec.instance,
-            "revision": spec.revision,
-        }
-        if len(plan.architecture.tasks) > 1:
-            result["tasks"] = {
-                t.name: evaluate.metrics(p[:, j], y[:, j]) for j, t in enumerate(plan.architecture.tasks)
-            }
+            flops_per_example=cost.flops_per_example,
+            params=cost.params,
+            steps=step,
+            train_examples=examples,
+            train_examples_per_second=round(examples / train_seconds, 1) if train_seconds > 0 else None,
+            eval_examples=m["examples"],
+            resumed_from_step=resumed_from,
+            instance=spec.instance,
+            revision=spec.revision,
+            bad_rows=sum(s.bad_rows for s in sources),
+            first_bad_row=first_bad,
+            data=sources,
+            tasks={t.name: evaluate.metrics(p[:, j], y[:, j]) for j, t in enumerate(plan.architecture.tasks)}
+            if len(plan.architecture.tasks) > 1 else None,
+        )
+        result = report.dump()
         fs.makedirs(out, exist_ok=True)
         with fs.open(out.rstrip("/") + "/model.pt", "wb") as fh:
             buf = io.BytesIO()
-            torch.save({"model": model.state_dict(), "transform": transform.state()}, buf)
+            torch.save({"model": model.state_dict(), "transform": transform.state(), "features": features.state()}, buf)
             fh.write(buf.getvalue())
         with fs.open(out.rstrip("/") + "/spec.json", "w") as fh:
             json.dump(spec.wire(), fh, indent=2, sort_keys=True)
-        with fs.open(out.rstrip("/") + "/metrics.json", "w") as fh:
-            json.dump(result, fh, indent=2)
+        write_atomic(spec.output_uri, METRICS_FILE, json.dumps(result, indent=2))  # last: the run succeeded
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

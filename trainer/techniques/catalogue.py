@@ -85,25 +85,27 @@ class ModelPlan:
 
 
 def feature_counts(spec: TrainingSpec) -> tuple[int, int]:
-    """(dense, sparse) feature counts the data of this spec feeds the model."""
+    """(dense, sparse) feature counts the data of this spec feeds the model: bucketized numeric
+    columns are sparse features after data.sparseColumns."""
     data = spec.data
     if data.format == "synthetic":
         assert data.synthetic is not None
         return data.synthetic.dense, data.synthetic.sparse
-    if data.format == "criteo":
-        return (
-            len(data.dense_columns) or CRITEO_DENSE,
-            len(data.sparse_columns) or CRITEO_SPARSE,
-        )
-    return len(data.dense_columns), len(data.sparse_columns)
+    return len(data.dense_column_names()), len(data.sparse_column_names()) + len(data.bucketize)
 
 
 def sparse_table_sizes(spec: TrainingSpec) -> list[int]:
     """Rows of each sparse feature's embedding table, in feature order: a pure function of the
     spec (no data is read), so the cost model, the model and the data layer agree. The data layer
-    emits ids in [0, size) for feature i."""
-    _, n_sparse = feature_counts(spec)
-    return [spec.architecture.embedding.buckets] * n_sparse
+    emits ids in [0, size) for feature i: hash `buckets`; identity cardinality + 1 (the last id
+    for anything out of range); vocabulary maxSize + 1 (the last id for values outside it);
+    bucketized numeric columns (after the categorical ones) len(boundaries) + 1."""
+    data, buckets = spec.data, spec.architecture.embedding.buckets
+    if data.format == "synthetic":
+        return [buckets] * feature_counts(spec)[1]
+    return [data.encoding(c).table_size(buckets) for c in data.sparse_column_names()] + [
+        b.table_size() for b in data.bucketize
+    ]
 
 
 # --- the cost model ---------------------------------------------------------------------------

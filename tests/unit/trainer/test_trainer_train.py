@@ -12,6 +12,7 @@ import yaml
 
 from modelfleet.api.resources import Metrics, ModelInstance, ModelTemplate
 from modelfleet.cli import main
+from modelfleet.trainer.report import ExitCode
 from modelfleet.trainer.spec import TrainingSpec
 from modelfleet.trainer.train import TrainingError, latest_checkpoint, train
 
@@ -42,13 +43,18 @@ def test_untrained_baseline_is_not_better_than_the_base_rate(make_spec):
 
 def test_resume_continues_from_the_latest_checkpoint_exactly(tmp_path, make_spec):
     techniques = [{"name": "dropout", "params": {"p": 0.2}}, {"name": "ema", "params": {"decay": 0.9}}]
-    straight = train(make_spec(outputUri=str(tmp_path / "a"), techniques=techniques))
-    # the same run, stopped at step 40 (mid-epoch: 19 batches an epoch) and started again
-    first = train(make_spec(outputUri=str(tmp_path / "b"), techniques=techniques, recipe={"steps": 40}))
-    assert first["steps"] == 40 and first["resumedFromStep"] is None
-    resumed = train(make_spec(outputUri=str(tmp_path / "b"), techniques=techniques))
+    spec = make_spec(techniques=techniques)
+    straight = train(spec)
+    assert straight["resumedFromStep"] is None
+    # as if the job had died after its step-40 checkpoint (mid-epoch: 19 batches an epoch):
+    # the same spec starts again and finds that checkpoint
+    out = Path(spec.output_uri)
+    (out / "checkpoints" / "step-0000000060.pt").unlink()
+    (out / "metrics.json").unlink()
+    resumed = train(spec)
     assert resumed["resumedFromStep"] == 40 and resumed["steps"] == 60
-    assert resumed["trainExamples"] == straight["trainExamples"] - first["trainExamples"]
+    # 20 batches of 256, one of them an epoch's smaller last batch
+    assert 19 * 256 < resumed["trainExamples"] < 20 * 256 < straight["trainExamples"]
     for key in ("ne", "logloss", "auc", "calibration"):
         assert resumed[key] == pytest.approx(straight[key], rel=1e-6), key
 
@@ -76,8 +82,24 @@ def test_sparse_embedding_updates_touch_only_the_looked_up_rows(make_spec):
 
 def test_resume_refuses_a_checkpoint_of_another_model(make_spec):
     train(make_spec(recipe={"steps": 5}))
-    with pytest.raises(TrainingError, match="different model"):
-        train(make_spec(architecture={"embedding": {"dim": 4, "buckets": 500}, "bottomMlp": [4]}))
+    with pytest.raises(TrainingError) as err:
+        train(make_spec(recipe={"steps": 5}, architecture={"embedding": {"dim": 4, "buckets": 500}, "bottomMlp": [4]}))
+    assert err.value.code == ExitCode.CHECKPOINT_MISMATCH and err.value.field == "spec.training.outputUri"
+    assert "differ in: architecture.bottomMlp, architecture.embedding.dim." in str(err.value)
+
+
+def test_resume_refuses_a_checkpoint_of_another_revision_with_the_same_model_shape(make_spec):
+    # the case that used to resume: only the learning rate (and so the revision) changed
+    first = make_spec(recipe={"steps": 5})
+    train(first)
+    other = make_spec(revision="r2", recipe={"steps": 5, "learningRate": 0.02})
+    with pytest.raises(TrainingError) as err:
+        train(other)
+    msg = str(err.value)
+    assert err.value.code == ExitCode.CHECKPOINT_MISMATCH
+    assert "written by run tiny@r1" in msg and "this is run tiny@r2" in msg
+    assert "differ in: recipe.learningRate, revision." in msg
+    assert not (Path(other.output_uri) / "failure.json").exists()  # the CLI writes it, not train()
 
 
 def test_resume_refuses_a_checkpoint_of_another_world_size(make_spec):
@@ -87,8 +109,9 @@ def test_resume_refuses_a_checkpoint_of_another_world_size(make_spec):
     state = torch.load(path, weights_only=False)
     state["world"] = 2  # as if two DDP workers had written it: their data shards differ from ours
     torch.save(state, path)
-    with pytest.raises(TrainingError, match="2 worker process"):
-        train(make_spec(recipe={"steps": 10}))
+    with pytest.raises(TrainingError, match="2 worker process") as err:
+        train(spec)
+    assert err.value.code == ExitCode.CHECKPOINT_MISMATCH
 
 
 def test_non_finite_loss_stops_the_run_with_a_clear_failure(make_spec, tmp_path):
@@ -99,8 +122,9 @@ def test_non_finite_loss_stops_the_run_with_a_clear_failure(make_spec, tmp_path)
         data={"format": "csv", "trainUri": str(path), "denseColumns": ["x"], "denseTransform": "none"},
         recipe={"optimizer": "sgd", "learningRate": 10},
     )
-    with pytest.raises(TrainingError, match=r"loss is (nan|inf) at step \d+; training diverged"):
+    with pytest.raises(TrainingError, match=r"loss is (nan|inf) at step \d+; training diverged") as err:
         train(spec)
+    assert err.value.code == ExitCode.DIVERGED
 
 
 def test_multi_task_heads_share_the_bottom_and_report_each_task(make_spec):
