@@ -127,10 +127,17 @@ def movielens_table(cache: Path | None = None):
 
 def _member(fleet: str, name: str, path: Path, table, dense: list[str], sparse: list[str], event: str,
             transform: str) -> Member:
-    if not path.exists():
+    """A model of `table`'s rows. Each categorical column gets a vocabulary of all its distinct
+    values (fitted on the train split; a value only in the held-out rows gets the extra id), so
+    ids are compact and never collide, as a label encoder would make them."""
+    import pyarrow.compute as pc
+
+    if path != ADULT and not path.exists():
         _write(table, path)
+    encodings = [{"column": c, "kind": "vocabulary", "maxSize": pc.count_distinct(table[c]).as_py()}
+                 for c in sparse]
     data = {"format": "parquet", "trainUri": str(path), "evalFraction": 0.2, "denseColumns": dense,
-            "sparseColumns": sparse, "denseTransform": transform}
+            "sparseColumns": sparse, "denseTransform": transform, "encodings": encodings}
     return Member(fleet, name, event, data, table.num_rows)
 
 
@@ -138,9 +145,7 @@ def adult(cache: Path | None = None) -> Member:
     """All 48,842 Adult rows: 6 numeric + 8 categorical features, label over_50k (23.9 % positive)."""
     import pyarrow.parquet as pq
 
-    t = pq.read_table(ADULT)
-    return Member("adult", "adult", "over_50k", {"format": "parquet", "trainUri": str(ADULT), "evalFraction": 0.2,
-                  "denseColumns": ADULT_DENSE, "sparseColumns": ADULT_SPARSE, "denseTransform": "log"}, t.num_rows)
+    return _member("adult", "adult", ADULT, pq.read_table(ADULT), ADULT_DENSE, ADULT_SPARSE, "over_50k", "log")
 
 
 def movielens(cache: Path | None = None) -> Member:

@@ -12,8 +12,8 @@ committed; 100,000 ratings, 21 numeric + 5 categorical incl. user and movie ids,
 rating >= 4). Both trainers get the same rows, the same 80/20 split, the same transformed numeric
 features and the same categorical values: modelfleet reads the parquet file itself (its data
 loading is inside its examples/s), DeepCTR gets the arrays modelfleet's data layer produced, with
-each column's ids label-encoded (its tables have exactly the distinct values; modelfleet's have
-`sparse_table_sizes(spec)` rows).
+the same ids (a vocabulary per categorical column, fitted on the train split) and the same table
+sizes (`sparse_table_sizes(spec)`).
 
 Models (the same on both sides; DeepCTR keeps its own defaults: init std 1e-4, L2 1e-5):
 - dcn: DeepCTR `DCN(cross_num=2, cross_parameterization="matrix", dnn_hidden_units=(256, 128))` =
@@ -57,9 +57,8 @@ MODELS = {
     },
     "deepfm": {"bottomMlp": [], "overArch": [256, 128], "wide": True, "interaction": {"kind": "fm"}},
 }
-# Table rows per feature on modelfleet's side (hashed ids): far above each data set's largest
-# cardinality (Adult: 42 countries; MovieLens: 1,682 movies) so that few values share a row.
-BUCKETS = {"adult": 10_000, "movielens": 100_000, "synthetic": 10_000}
+# Hash buckets: used by the synthetic data only (the real data sets have vocabularies).
+BUCKETS = {"adult": 10_000, "movielens": 10_000, "synthetic": 10_000}
 
 
 def member_for(name: str):
@@ -81,24 +80,20 @@ def spec_for(args, data: str, model: str, seed: int, out: str):
 
 
 def export(spec, path: Path) -> dict:
-    """The exact rows modelfleet trains and evaluates on, as arrays for the other trainer."""
-    from modelfleet.trainer.data import Chunk, Dataset, DenseTransform
+    """The exact rows, ids and transformed numeric features modelfleet trains and evaluates on,
+    as arrays for the other trainer, with each feature's table size."""
+    from modelfleet.trainer.data import Dataset, Features
+    from modelfleet.trainer.techniques.catalogue import sparse_table_sizes
 
-    tf = DenseTransform.fit(spec.data.dense_transform, Dataset(spec, "train"))
-    parts = {s: Chunk.concat(list(Dataset(spec, s).chunks())) for s in ("train", "eval")}
+    features = Features.fit(spec, Dataset(spec, "train"))
     arrays = {}
-    n_train = len(parts["train"])
-    ids = np.concatenate([parts["train"].sparse, parts["eval"].sparse])
-    vocab = []
-    for j in range(ids.shape[1]):  # label-encode each column, as DeepCTR's users do
-        uniq, ids[:, j] = np.unique(ids[:, j], return_inverse=True)
-        vocab.append(len(uniq))
-    for split, c in parts.items():
-        arrays[f"{split}_dense"] = tf(c.dense)
-        arrays[f"{split}_sparse"] = ids[:n_train] if split == "train" else ids[n_train:]
-        arrays[f"{split}_y"] = c.labels[:, 0]
+    for split in ("train", "eval"):
+        chunks = list(Dataset(spec, split, features=features).chunks())
+        arrays[f"{split}_dense"] = features.dense(np.concatenate([c.dense for c in chunks]))
+        arrays[f"{split}_sparse"] = np.concatenate([c.sparse for c in chunks])
+        arrays[f"{split}_y"] = np.concatenate([c.labels[:, 0] for c in chunks])
     np.savez(path, **arrays)
-    return {"vocab": vocab, "n_dense": int(parts["train"].dense.shape[1])}
+    return {"vocab": sparse_table_sizes(spec), "n_dense": int(arrays["train_dense"].shape[1])}
 
 
 DEEPCTR_SCRIPT = textwrap.dedent(
@@ -183,9 +178,9 @@ def compare(args, data: str, model: str, py: Path | None, tmp: str) -> list[dict
     """Alternating rounds of both trainers on one (data, model); one dict per round."""
     rounds = []
     npz, preds = Path(tmp) / f"{data}.npz", Path(tmp) / "preds.npy"
-    shape = export(spec_for(args, data, model, 0, f"{tmp}/x"), npz) if py is not None else None
     for k in range(1, args.rounds + 1):
         spec = spec_for(args, data, model, k, f"{tmp}/{data}-{model}-{k}")
+        shape = export(spec, npz) if py is not None else None  # the seed picks the split too
         cfg = {"data": str(npz), "preds": str(preds), "dim": args.dim, "batch": args.batch, "lr": args.lr,
                "epochs": args.epochs, "threads": args.threads, "seed": k, "model": model, **(shape or {})}
         row: dict = {"round": k}

@@ -216,6 +216,8 @@ class TechniqueRef(SpecModel):
 class RecipeSpec(SpecModel):
     """How to train."""
 
+    _later_fields = frozenset({"embedding_updates"})
+
     optimizer: Literal["adam", "adamw", "adagrad", "sgd"] = "adam"
     learning_rate: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0, le=1)
@@ -230,6 +232,15 @@ class RecipeSpec(SpecModel):
     checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints.")
     max_bad_row_fraction: float = Field(
         0.01, ge=0, le=1, description="Malformed rows skipped before the run fails."
+    )
+    embedding_updates: Literal["auto", "sparse", "dense"] = Field(
+        "auto",
+        description=(
+            "sparse: only the embedding rows a batch looked up are updated (lazy Adam for adam/adamw); "
+            "dense: every row, by the recipe's optimizer; auto: sparse when the tables have more rows "
+            "than one batch can touch (batchSize x sparse features), else dense. Several worker "
+            "processes always update densely."
+        ),
     )
 
 

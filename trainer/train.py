@@ -122,6 +122,51 @@ class EMA:
         self.updates = state["updates"]
 
 
+class RowWiseAdam(torch.optim.Optimizer):
+    """SparseAdam's update (lazy Adam: only the rows in the gradient move, and only their moments
+    decay; bias correction by the global step) done with one coalesce, row gathers and
+    index_copy/index_add instead of sparse-tensor arithmetic, which costs several times more."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ARG002 -- the Optimizer signature
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad.coalesce()  # duplicate rows summed: the update is not linear
+                rows, values = grad._indices()[0], grad._values()
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                m = state["exp_avg"].index_select(0, rows).lerp_(values, 1 - beta1)
+                v = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(values, values, value=1 - beta2)
+                state["exp_avg"].index_copy_(0, rows, m)
+                state["exp_avg_sq"].index_copy_(0, rows, v)
+                step = state["step"]
+                step_size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
+                p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])), alpha=-step_size)
+
+
+def sparse_updates(plan: ModelPlan, spec: TrainingSpec, world: int) -> bool:
+    """Whether the embedding tables get sparse gradients and row-wise updates."""
+    mode = spec.recipe.embedding_updates
+    if world > 1 or not plan.n_sparse:  # DDP's gradient buckets take dense gradients only
+        return False
+    if mode != "auto":
+        return mode == "sparse"
+    # A batch touches at most batchSize x features rows: when the tables are not larger, updating
+    # every row costs about as much and is the optimizer itself (Adam's momentum keeps moving rows
+    # a batch did not touch, which lazy updates give up).
+    return sum(plan.tables) > spec.recipe.batch_size * plan.n_sparse
+
+
 class Optimizers:
     """The dense parameters' optimizer plus, for sparse embedding gradients, a row-wise one.
 
@@ -142,7 +187,7 @@ class Optimizers:
         if sparse:
             # torch's sparse-gradient optimizers take no weight decay on the sparse rows
             if r.optimizer in ("adam", "adamw"):
-                self.opts.append(torch.optim.SparseAdam(sparse, lr=r.learning_rate))
+                self.opts.append(RowWiseAdam(sparse, lr=r.learning_rate))
             else:
                 self.opts.append(cls(sparse, lr=r.learning_rate))
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(plan, total_steps)) for o in self.opts]
@@ -385,9 +430,9 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
     Dataset(spec, "train", features=features, stats=stats).require_rows()
     eval_data.require_rows()
 
-    # sparse embedding gradients for one process; DDP's gradient buckets take dense ones only
+    # sparse embedding gradients for one process only: DDP's gradient buckets take dense ones
     # (torch 2.13 fails with "Cannot access storage of SparseTensorImpl", on gloo and NCCL alike)
-    model = RankingModel(plan, sparse_embeddings=world == 1).to(device)
+    model = RankingModel(plan, sparse_embeddings=sparse_updates(plan, spec, world)).to(device)
     ddp_model: nn.Module = (
         nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
         if world > 1

@@ -11,17 +11,20 @@ from torch import nn
 
 
 class EmbeddingTables(nn.Module):
-    """One `sizes[i] x dim` table per categorical feature, stored as one tensor.
+    """One `sizes[i] x width` table per categorical feature, stored as one tensor.
 
     Feature i's ids arrive in [0, sizes[i]) (the data layer maps raw values to ids); one tensor
     for all features, with per-feature row offsets, keeps the lookup a single gather instead of
-    S small ones. With `sparse=True` the gradient holds only the looked-up rows.
+    S small ones. `width` is the embedding dim plus, with a wide part, one column per task: the
+    wide weights of a value ride in its embedding row, so they cost no gather of their own. With
+    `sparse=True` the gradient holds only the looked-up rows.
     """
 
-    def __init__(self, sizes: list[int] | tuple[int, ...], dim: int, sparse: bool = False, init_std: float = 1e-4):
+    def __init__(self, sizes: list[int] | tuple[int, ...], dim: int, sparse: bool = False, init_std: float = 1e-4,
+                 extra: int = 0):
         super().__init__()
         self.n_features, self.dim, self.sparse = len(sizes), dim, sparse
-        self.weight = nn.Parameter(torch.empty(sum(sizes), dim))
+        self.weight = nn.Parameter(torch.empty(sum(sizes), dim + extra))
         # a fixed scale, not one shrinking with the table size: resizing the id space should not
         # change how far from zero training starts
         nn.init.normal_(self.weight, 0.0, init_std)
@@ -29,7 +32,7 @@ class EmbeddingTables(nn.Module):
         self.register_buffer("offsets", starts, persistent=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        # ids: [B, S] int64, column i in [0, sizes[i]) -> [B, S, D]
+        # ids: [B, S] int64, column i in [0, sizes[i]) -> [B, S, dim + extra]
         return nn.functional.embedding(ids + self.offsets, self.weight, sparse=self.sparse)
 
 
@@ -130,22 +133,19 @@ class FactorizationMachine(nn.Module):
 
 class Wide(nn.Module):
     """The linear (wide) part: one weight per task for every categorical value and every numeric
-    feature, summed into each task's logit (Wide&Deep's wide part, DeepFM's first-order term)."""
+    feature, summed into each task's logit (Wide&Deep's wide part, DeepFM's first-order term).
+    The categorical weights are the extra columns of the embedding rows (EmbeddingTables)."""
 
-    def __init__(self, sizes: list[int] | tuple[int, ...], n_dense: int, n_tasks: int, sparse: bool, init_std: float):
+    def __init__(self, n_dense: int, n_tasks: int, init_std: float):
         super().__init__()
-        self.table = EmbeddingTables(sizes, n_tasks, sparse, init_std) if sizes else None
         self.dense = nn.Linear(n_dense, n_tasks, bias=False) if n_dense else None
         if self.dense is not None:
             nn.init.normal_(self.dense.weight, 0.0, init_std)
 
-    def forward(self, dense: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # dense: [B, n_dense], ids: [B, S] -> (logits [B, n_tasks], looked-up weights [B, S, n_tasks])
-        rows = self.table(ids) if self.table is not None else None
-        out = self.dense(dense) if self.dense is not None else 0
-        if rows is not None:
-            out = out + rows.sum(dim=1)
-        return out, rows
+    def forward(self, dense: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor | float:
+        # dense: [B, n_dense], rows: [B, S, n_tasks] looked-up weights -> logits [B, n_tasks]
+        out = self.dense(dense) if self.dense is not None else 0.0
+        return out + rows.sum(dim=1) if rows is not None else out
 
 
 class TaskHeads(nn.Module):

@@ -37,8 +37,11 @@ class RankingModel(nn.Module):
         self.parallel = it.structure == "parallel"
         self.has_dense = plan.n_dense > 0
         self.l2 = emb.l2
+        n_tasks = len(arch.tasks)
         self.embeddings = (
-            EmbeddingTables(plan.tables, emb.dim, sparse_embeddings, emb.init_std) if plan.n_sparse else None
+            EmbeddingTables(plan.tables, emb.dim, sparse_embeddings, emb.init_std, n_tasks if arch.wide else 0)
+            if plan.n_sparse
+            else None
         )
         self.bottom = (
             MLP(plan.n_dense, arch.bottom_mlp, "bottom" in plan.mlp_layernorm, plan.dropout)
@@ -63,24 +66,23 @@ class RankingModel(nn.Module):
             self.interaction = nn.Identity()
         self.fm = FactorizationMachine() if it.kind == "fm" else None
         self.over = MLP(lay["over_in"], arch.over_arch, "over" in plan.mlp_layernorm, plan.dropout)
-        self.heads = TaskHeads(lay["head_in"], len(arch.tasks))
-        self.wide = (
-            Wide(plan.tables, plan.n_dense, len(arch.tasks), sparse_embeddings, emb.init_std) if arch.wide else None
-        )
+        self.heads = TaskHeads(lay["head_in"], n_tasks)
+        self.wide = Wide(plan.n_dense, n_tasks, emb.init_std) if arch.wide else None
 
     def sparse_parameters(self) -> list[nn.Parameter]:
-        """The tables whose gradients are sparse (row-wise updates), when sparse_embeddings."""
-        if not self.sparse_embeddings:
-            return []
-        tables = [self.embeddings, self.wide.table if self.wide is not None else None]
-        return [t.weight for t in tables if t is not None]
+        """The table whose gradient is sparse (row-wise updates), when sparse_embeddings."""
+        return [self.embeddings.weight] if self.sparse_embeddings else []
 
     def forward(
         self, dense: torch.Tensor, sparse: torch.Tensor, penalty: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         # dense: [B, n_dense] float, sparse: [B, S] int64 -> logits [B, n_tasks]
         # (with penalty=True also the L2 term of the looked-up embedding and wide vectors)
-        emb = self.embeddings(sparse) if self.embeddings is not None else None  # [B, S, D]
+        emb = rows = None
+        if self.embeddings is not None:
+            looked = self.embeddings(sparse)  # [B, S, D (+ n_tasks wide weights)]
+            emb = looked[..., : self.embeddings.dim] if self.wide is not None else looked  # [B, S, D]
+            rows = looked[..., self.embeddings.dim :] if self.wide is not None else None
         dense_out = (self.bottom(dense) if self.bottom is not None else dense) if self.has_dense else None
         if self.kind in ("dot", "attention"):
             parts: list[torch.Tensor] = []  # token vectors [B, 1 or S, D]
@@ -102,15 +104,11 @@ class RankingModel(nn.Module):
         logits = self.heads(h)
         if self.fm is not None:
             logits = logits + self.fm(emb)
-        rows = None
         if self.wide is not None:
-            wide_logits, rows = self.wide(dense, sparse)
-            logits = logits + wide_logits
+            logits = logits + self.wide(dense, rows)
         if not penalty:
             return logits
         reg = logits.new_zeros(())
-        if self.l2 and emb is not None:
-            reg = emb.pow(2).sum() * (self.l2 / len(sparse))
-            if rows is not None:
-                reg = reg + rows.pow(2).sum() * (self.l2 / len(sparse))
+        if self.l2 and self.embeddings is not None:  # embedding and wide weights alike
+            reg = looked.pow(2).sum() * (self.l2 / len(sparse))
         return logits, reg

@@ -1,0 +1,80 @@
+"""The model side of training: row-wise embedding updates, when they are used, and EMA's warm-up."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from modelfleet.trainer.components.model import RankingModel
+from modelfleet.trainer.techniques.catalogue import resolve_plan
+from modelfleet.trainer.train import EMA, Optimizers, RowWiseAdam, sparse_updates, task_weight_vector, train_step
+
+
+def test_row_wise_adam_is_sparse_adam_done_with_index_ops():
+    torch.manual_seed(0)
+    start = torch.randn(50, 4)
+    a, b = nn.Parameter(start.clone()), nn.Parameter(start.clone())
+    ours, theirs = RowWiseAdam([a], lr=0.01), torch.optim.SparseAdam([b], lr=0.01)
+    for step in range(6):
+        ids = torch.randint(0, 20, (32,))  # repeated rows in a batch, rows 20.. never touched
+        for p, opt in ((a, ours), (b, theirs)):
+            opt.zero_grad()
+            (nn.functional.embedding(ids, p, sparse=True) * (step + 1)).pow(2).sum().backward()
+            opt.step()
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ours.state[a]["exp_avg_sq"], theirs.state[b]["exp_avg_sq"])
+    assert ours.state[a]["step"] == theirs.state[b]["step"] == 6
+    assert torch.equal(a.detach()[20:], start[20:])  # lazy: untouched rows never move
+
+
+@pytest.mark.parametrize(
+    ("buckets", "mode", "world", "sparse"),
+    [
+        (500, "auto", 1, True),  # 4 x 500 rows > 256 x 4 a batch can touch
+        (200, "auto", 1, False),  # 800 rows: a batch may touch all of them
+        (200, "sparse", 1, True),
+        (500, "dense", 1, False),
+        (500, "sparse", 2, False),  # DDP takes dense gradients only
+    ],
+)
+def test_embedding_updates_are_sparse_only_where_they_pay(make_spec, buckets, mode, world, sparse):
+    spec = make_spec(architecture={"embedding": {"dim": 8, "buckets": buckets}},
+                     recipe={"embeddingUpdates": mode, "batchSize": 256})
+    plan = resolve_plan(spec)
+    assert sparse_updates(plan, spec, world) is sparse
+    model = RankingModel(plan, sparse_embeddings=sparse)
+    opt = Optimizers(spec, model, plan, total_steps=10)
+    assert len(opt.opts) == (2 if sparse else 1)
+    ids = torch.zeros(8, plan.n_sparse, dtype=torch.int64)
+    train_step(model, opt, plan, task_weight_vector(plan), torch.randn(8, plan.n_dense), ids, torch.ones(8, 1))
+    assert model.embeddings.weight.grad is None or model.embeddings.weight.grad.is_sparse is sparse
+
+
+def test_ema_warm_up_follows_the_weights_early_and_decays_to_its_rate():
+    model = nn.Linear(2, 1, bias=False)
+    ema = EMA(model, 0.999, warmup=True)
+    assert ema.current_decay() == pytest.approx(0.1)  # update 0: (1 + 0) / (10 + 0)
+    for _ in range(20):  # a short run: the weights move by 1 each step
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        ema.update()
+    # the average trails the live weights by a few steps, not by the whole run
+    lag = (model.weight - ema.shadow[0]).abs().max().item()
+    assert 1 < lag < 4
+    ema.updates = 100_000
+    assert ema.current_decay() == 0.999
+    plain = EMA(nn.Linear(2, 1, bias=False), 0.999)
+    assert plain.current_decay() == 0.999  # without warm-up: the decay as given
+
+
+def test_ema_state_round_trips_and_reads_shadow_only_checkpoints():
+    model = nn.Linear(2, 1)
+    ema = EMA(model, 0.9, warmup=True)
+    for _ in range(3):
+        ema.update()
+    other = EMA(nn.Linear(2, 1), 0.9, warmup=True)
+    other.load_state_dict(ema.state_dict())
+    assert other.updates == 3 and all(torch.equal(a, b) for a, b in zip(other.shadow, ema.shadow, strict=True))
+    other.load_state_dict([s.clone() for s in ema.shadow])  # the older format: the shadow only
+    assert other.updates == 0
