@@ -121,9 +121,9 @@ DEEPCTR_SCRIPT = textwrap.dedent(
     model.compile(torch.optim.Adam(model.parameters(), lr=a["lr"]), "binary_crossentropy")
     xt = inputs("train")
     torch.manual_seed(a["seed"])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model.fit(xt, d["train_y"], batch_size=a["batch"], epochs=a["epochs"], verbose=0, shuffle=True)
-    secs = time.perf_counter() - t0
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     p = model.predict(inputs("eval"), batch_size=8192)[:, 0]
     np.save(a["preds"], p)
     x = torch.from_numpy(np.concatenate([d["eval_sparse"][:64].astype(np.float32),
@@ -131,7 +131,7 @@ DEEPCTR_SCRIPT = textwrap.dedent(
     model.eval()
     with FlopCounterMode(display=False) as fc:
         model(x)
-    print(json.dumps({"seconds": secs, "examples": int(len(d["train_y"])) * a["epochs"],
+    print(json.dumps({"seconds": secs, "cpu": cpu, "examples": int(len(d["train_y"])) * a["epochs"],
                       "flops": fc.get_total_flops() / 64, "params": sum(q.numel() for q in model.parameters())}))
     """
 )
@@ -152,10 +152,12 @@ def ensure_deepctr_venv(venv: Path) -> Path | str:
 def run_modelfleet(spec) -> dict:
     from modelfleet.trainer.train import train
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     m = train(spec, progress=False)
+    # CPU seconds of the whole train() call (reading, fitting, training, evaluating, writing)
+    cpu = time.process_time() - c0
     return {"eps": m["trainExamplesPerSecond"], "ne": m["ne"], "auc": m["auc"], "flops": m["flopsPerExample"],
-            "params": m["params"], "wall": time.perf_counter() - t0}
+            "params": m["params"], "wall": time.perf_counter() - t0, "cpu_per_k": 1000 * cpu / m["trainExamples"]}
 
 
 def run_deepctr(py: Path, cfg: dict, data: Path, preds: Path) -> dict | None:
@@ -171,7 +173,7 @@ def run_deepctr(py: Path, cfg: dict, data: Path, preds: Path) -> dict | None:
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     p, y = np.load(preds), np.load(data)["eval_y"]
     return {"eps": r["examples"] / r["seconds"], "ne": evaluate.normalized_entropy(p, y), "auc": evaluate.auc(p, y),
-            "flops": int(r["flops"]), "params": r["params"], "wall": wall}
+            "flops": int(r["flops"]), "params": r["params"], "wall": wall, "cpu_per_k": 1000 * r["cpu"] / r["examples"]}
 
 
 def compare(args, data: str, model: str, py: Path | None, tmp: str) -> list[dict]:
@@ -278,8 +280,8 @@ def main() -> int:
     print(f"\nload average (1, 5, 15 min) before {load_before}, after {os.getloadavg()}; {os.cpu_count()} CPUs")
     print(f"{args.threads} threads, dim {args.dim}, batch {args.batch}, Adam lr {args.lr}, {args.epochs} epochs, "
           f"{args.rounds} rounds (seed = round)")
-    print(f"{'data':10} {'model':7} {'trainer':12} {'train ex/s':>11} {'NE mean':>8} {'NE sd':>7} "
-          f"{'AUC':>7} {'FLOPs/ex':>10} {'params':>11}  {'speed-up (median, min-max)':28} {'NE diff (paired)':>17}")
+    print(f"{'data':10} {'model':7} {'trainer':13} {'train ex/s':>11} {'CPU ms/1k ex':>12} {'NE mean':>8} {'NE sd':>7} "
+          f"{'AUC':>7} {'FLOPs/ex':>10} {'params':>9}  {'speed-up (median, min-max)':28} {'NE diff (paired)':>17}")
     for (data, model), rounds in results.items():
         for who in ("modelfleet", "deepctr"):
             rs = [r[who] for r in rounds if r.get(who)]
@@ -294,9 +296,10 @@ def main() -> int:
                 extra = (f"  {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
                          f"{'':14} {statistics.mean(diffs):>+9.4f} ± {statistics.stdev(diffs) if len(diffs) > 1 else 0:.4f}")
             name = "modelfleet" if who == "modelfleet" else "deepctr 0.3.0"
-            print(f"{data:10} {model:7} {name:12} {statistics.median(r['eps'] for r in rs):>11,.0f} "
+            print(f"{data:10} {model:7} {name:13} {statistics.median(r['eps'] for r in rs):>11,.0f} "
+                  f"{statistics.median(r['cpu_per_k'] for r in rs):>12,.0f} "
                   f"{statistics.mean(nes):>8.4f} {sd:>7.4f} {statistics.mean(r['auc'] for r in rs):>7.4f} "
-                  f"{rs[0]['flops']:>10,} {rs[0]['params']:>11,}{extra}")
+                  f"{rs[0]['flops']:>10,} {rs[0]['params']:>9,}{extra}")
     if args.limit:
         limit_table(args)
     return 0

@@ -191,6 +191,7 @@ class Optimizers:
             else:
                 self.opts.append(cls(sparse, lr=r.learning_rate))
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(plan, total_steps)) for o in self.opts]
+        self.clip = GradClip.of(plan)
 
     def zero_grad(self) -> None:
         for o in self.opts:
@@ -208,16 +209,19 @@ class Optimizers:
         return self.opts[0].param_groups[0]["lr"]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"opts": [o.state_dict() for o in self.opts], "schedulers": [s.state_dict() for s in self.schedulers]}
+        return {"opts": [o.state_dict() for o in self.opts], "schedulers": [s.state_dict() for s in self.schedulers],
+                "clip": self.clip.state_dict() if self.clip is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for o, st in zip(self.opts, state["opts"], strict=True):
             o.load_state_dict(st)
         for sch, st in zip(self.schedulers, state["schedulers"], strict=True):
             sch.load_state_dict(st)
+        if self.clip is not None and state.get("clip") is not None:
+            self.clip.load_state_dict(state["clip"])
 
 
-def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float | torch.Tensor) -> torch.Tensor:
     """Scale all gradients so their global L2 norm is at most max_norm (sparse ones included)."""
     grads = [p.grad for p in params if p.grad is not None]
     norms = [(g.coalesce().values() if g.is_sparse else g).norm() for g in grads]
@@ -226,6 +230,46 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     for g in grads:
         g.mul_(scale)
     return total
+
+
+class GradClip:
+    """The grad-clip technique: a fixed cap (maxNorm), or `factor` x the running mean of the
+    recent (clipped) norms, which triggers on spikes whatever the model's gradient scale. The
+    running mean warms up like EMA's (min(0.98, (1 + t) / (10 + t))); the first step is not
+    clipped. Tensors throughout, so no device sync per step."""
+
+    def __init__(self, max_norm: float | None, factor: float | None):
+        self.max_norm, self.factor = max_norm, factor
+        self.mean = torch.zeros(())
+        self.steps = 0
+        self.clipped = torch.zeros((), dtype=torch.int64)
+
+    @classmethod
+    def of(cls, plan: ModelPlan) -> GradClip | None:
+        if plan.grad_clip_norm is None and plan.grad_clip_factor is None:
+            return None
+        return cls(plan.grad_clip_norm, plan.grad_clip_factor)
+
+    def __call__(self, params: list[torch.Tensor]) -> torch.Tensor:
+        if self.max_norm is not None:
+            cap: float | torch.Tensor = self.max_norm
+        elif self.steps == 0:
+            cap = math.inf
+        else:
+            cap = self.factor * self.mean
+        total = clip_grad_norm(params, cap)
+        self.mean = self.mean.to(total.device)
+        self.clipped = self.clipped.to(total.device) + (total > cap).long()
+        d = min(0.98, (1 + self.steps) / (10 + self.steps))
+        self.mean = d * self.mean + (1 - d) * torch.minimum(total, torch.as_tensor(cap, device=total.device))
+        self.steps += 1
+        return total
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "steps": self.steps, "clipped": self.clipped}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mean, self.steps, self.clipped = state["mean"], state["steps"], state["clipped"]
 
 
 def train_step(
@@ -246,8 +290,9 @@ def train_step(
         return loss.detach()
     optimizer.zero_grad()
     (loss + penalty).backward()
-    if plan.grad_clip_norm is not None:
-        clip_grad_norm(list(model.parameters()), plan.grad_clip_norm)
+    clip = optimizer.clip if isinstance(optimizer, Optimizers) else GradClip.of(plan)
+    if clip is not None:
+        clip(list(model.parameters()))
     optimizer.step()
     return loss.detach()
 
@@ -544,6 +589,8 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
             epoch += 1
             batch_in_epoch = 0
     train_seconds = time.perf_counter() - t0
+    if optimizer.clip is not None:
+        _log(f"grad-clip: {int(optimizer.clip.clipped)} of {optimizer.clip.steps} steps clipped")
     if world > 1:  # report the job's examples, not rank 0's share
         total = torch.tensor([examples], dtype=torch.int64, device=device)
         dist.all_reduce(total)

@@ -70,7 +70,8 @@ class ModelPlan:
     warmup_fraction: float = 0.0
     cosine_decay: bool = False
     min_lr_ratio: float = 0.0
-    grad_clip_norm: float | None = None
+    grad_clip_norm: float | None = None  # a fixed cap
+    grad_clip_factor: float | None = None  # else: a cap relative to the running mean norm
     ema_decay: float | None = None
     ema_warmup: bool = False
     task_weights: dict[str, float] = field(default_factory=dict)
@@ -263,7 +264,17 @@ class WarmupCosineParams(Params):
 
 
 class GradClipParams(Params):
-    max_norm: float = Field(1.0, gt=0, le=1e6, alias="maxNorm", description="Global gradient L2 norm cap.")
+    max_norm: float | None = Field(
+        None, gt=0, le=1e6, alias="maxNorm",
+        description="Fixed cap on the global gradient L2 norm; unset: factor x the running mean of recent norms.",
+    )
+    factor: float = Field(
+        2.0, gt=1, le=100,
+        description=(
+            "Without maxNorm, clip where the norm exceeds factor x its running mean (of the last ~50 "
+            "steps), which cuts spikes whatever the model's gradient scale."
+        ),
+    )
 
 
 class EMAParams(Params):
@@ -381,8 +392,8 @@ _TECHNIQUES = [
     ),
     Technique(
         "grad-clip", "optimizer", GradClipParams,
-        "Clips the global gradient norm before each optimizer step.",
-        lambda plan, p: replace(plan, grad_clip_norm=p.max_norm),
+        "Clips the global gradient norm before each optimizer step (at a fixed cap, or at a multiple of its running mean).",
+        lambda plan, p: replace(plan, grad_clip_norm=p.max_norm, grad_clip_factor=None if p.max_norm else p.factor),
     ),
     Technique(
         "ema", "weights", EMAParams,

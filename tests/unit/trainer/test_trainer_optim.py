@@ -78,3 +78,44 @@ def test_ema_state_round_trips_and_reads_shadow_only_checkpoints():
     assert other.updates == 3 and all(torch.equal(a, b) for a, b in zip(other.shadow, ema.shadow, strict=True))
     other.load_state_dict([s.clone() for s in ema.shadow])  # the older format: the shadow only
     assert other.updates == 0
+
+
+def test_adaptive_grad_clip_cuts_spikes_relative_to_the_running_norm():
+    from modelfleet.trainer.train import GradClip
+
+    p = nn.Parameter(torch.zeros(4))
+    clip = GradClip(max_norm=None, factor=2.0)
+    seen = []
+    for scale in [1.0] * 30 + [10.0] + [1.0] * 5:  # steady norms of 1, then one spike
+        p.grad = torch.full((4,), scale / 2)  # global norm = scale
+        clip([p])
+        seen.append(p.grad.norm().item())
+    assert int(clip.clipped) == 1  # the spike only: steady norms never exceed 2x their mean
+    assert seen[30] == pytest.approx(2.0, rel=1e-3)  # cut to factor x the running mean of 1
+    assert all(s == pytest.approx(1.0) for s in seen[:30] + seen[31:])
+    again = GradClip(max_norm=None, factor=2.0)
+    again.load_state_dict(clip.state_dict())
+    assert again.steps == clip.steps and torch.equal(again.mean, clip.mean)
+
+
+def test_grad_clip_default_is_adaptive_and_max_norm_fixes_the_cap(make_spec):
+    adaptive = resolve_plan(make_spec(techniques=[{"name": "grad-clip"}]))
+    assert (adaptive.grad_clip_norm, adaptive.grad_clip_factor) == (None, 2.0)
+    fixed = resolve_plan(make_spec(techniques=[{"name": "grad-clip", "params": {"maxNorm": 0.5}}]))
+    assert (fixed.grad_clip_norm, fixed.grad_clip_factor) == (0.5, None)
+
+
+def test_resume_is_exact_with_the_stateful_techniques(make_spec):
+    from modelfleet.trainer.train import train
+
+    from pathlib import Path
+
+    spec = make_spec(techniques=[{"name": "grad-clip"}, {"name": "ema"}, {"name": "lr-warmup-cosine"}])
+    straight = train(spec)
+    out = Path(spec.output_uri)  # as if the job had died after its step-40 checkpoint
+    (out / "checkpoints" / "step-0000000060.pt").unlink()
+    (out / "metrics.json").unlink()
+    resumed = train(spec)
+    assert resumed["resumedFromStep"] == 40
+    for key in ("ne", "logloss", "auc", "calibration"):
+        assert resumed[key] == pytest.approx(straight[key], rel=1e-6), key
