@@ -5,7 +5,7 @@
     .venv/bin/python -P benchmarks/techniques.py --variant ema='{"decay": 0.99}' --variant ema-raw='{"warmup": false}'
     .venv/bin/python -P benchmarks/techniques.py --out benchmarks/results/techniques.md
 
-Fleets (benchmarks/datasets.py): Adult sliced by relationship (6 models) and MovieLens 100k sliced
+Fleets (benchmarks/datasets.py): Adult sliced by relationship (the quickstart's 4 models) and MovieLens 100k sliced
 by occupation (8 models). Every model trains the base template (the quickstart's: embedding dim 8,
 bottom MLP 32-8, dot interaction, over-arch 32-16; Adam lr 0.005, batch 256, 3 epochs), once
 without and once with one technique, with the same seed (which also picks the held-out split), in
@@ -42,7 +42,7 @@ SKIP = {"task-weighting"}
 
 
 def _train(job: tuple) -> tuple:
-    """One training in a worker process: (key, NE, steps, seconds)."""
+    """One training in a worker process: (key, (NE, AUC), steps, seconds)."""
     key, member, arch, techniques, seed, threads = job
     import torch
 
@@ -53,7 +53,7 @@ def _train(job: tuple) -> tuple:
         spec = member.spec(arch, f"{tmp}/out", techniques=techniques, recipe={**BASE_RECIPE, "seed": seed})
         t0 = time.perf_counter()
         m = train(spec, progress=False)
-    return key, m["ne"], m["steps"], time.perf_counter() - t0
+    return key, (m["ne"], m["auc"]), m["steps"], time.perf_counter() - t0
 
 
 def bootstrap(x: np.ndarray, rounds: int = 10_000, seed: int = 0) -> tuple[float, float]:
@@ -91,9 +91,9 @@ def main() -> int:
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     ne: dict[tuple, float] = {}
+    auc: dict[tuple, float] = {}
     with mp.get_context("fork").Pool(args.jobs) as pool:
-        for i, (key, value, _steps, _secs) in enumerate(pool.imap_unordered(_train, jobs), 1):
-            ne[key] = value
+        for i, (key, (ne[key], auc[key]), _steps, _secs) in enumerate(pool.imap_unordered(_train, jobs), 1):
             if i % 25 == 0 or i == len(jobs):
                 print(f"  {i}/{len(jobs)} trainings, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     minutes = (time.perf_counter() - t0) / 60
@@ -107,8 +107,8 @@ def main() -> int:
         f"{os.cpu_count()} CPUs; base architecture {json.dumps(arch)}",
         "",
         "| technique (default params unless given) | mean rel. NE change | 95 % CI (paired bootstrap) | "
-        + " | ".join(f"{f} mean" for f in args.fleets) + " | pairs improved |",
-        "|---|---:|---:|" + "---:|" * len(args.fleets) + "---:|",
+        + " | ".join(f"{f} mean" for f in args.fleets) + " | pairs improved | mean AUC change |",
+        "|---|---:|---:|" + "---:|" * len(args.fleets) + "---:|---:|",
     ]
     base_ne = [ne[m.name, s, "base"] for m in members for s in args.seeds]
     for label, techniques in rows.items():
@@ -119,8 +119,9 @@ def main() -> int:
                               for m in members for s in args.seeds if fleet_of[m.name] == f]) for f in args.fleets]
         params = techniques[0].get("params")
         shown = f"`{techniques[0]['name']}`" + (f" `{json.dumps(params)}`" if params else "")
+        d_auc = np.mean([auc[m.name, s, label] - auc[m.name, s, "base"] for m in members for s in args.seeds])
         lines.append(f"| {shown} | {rel.mean():+.2%} | [{lo:+.2%}, {hi:+.2%}] | "
-                     + " | ".join(f"{x:+.2%}" for x in per_fleet) + f" | {int((rel < 0).sum())}/{len(rel)} |")
+                     + " | ".join(f"{x:+.2%}" for x in per_fleet) + f" | {int((rel < 0).sum())}/{len(rel)} | {d_auc:+.4f} |")
     lines += ["", f"base NE (no technique): mean {statistics.mean(base_ne):.4f} over {len(base_ne)} models x seeds"]
     table = "\n".join(lines)
     print(table)

@@ -75,7 +75,7 @@ def spec_for(args, data: str, model: str, seed: int, out: str):
     arch = {**MODELS[model], "embedding": {"dim": args.dim, "buckets": BUCKETS[data]},
             "tasks": [{"name": "y"}]}
     recipe = {"optimizer": "adam", "learningRate": args.lr, "batchSize": args.batch, "epochs": args.epochs,
-              "seed": seed, "checkpointEvery": 10**9, "evalBatchSize": 8192}
+              "seed": seed, "checkpointEvery": 10**9, "evalBatchSize": 8192, "precision": args.precision}
     return member_for(data).spec(arch, out, recipe=recipe)
 
 
@@ -231,18 +231,31 @@ def dense_limit(width: int, threads: int, bf16: bool, steps: int = 60, batch: in
     return steps * batch / (time.perf_counter() - t0)
 
 
-def limit_table(args) -> None:
-    widths = {"adult": 6 + 8 * args.dim, "movielens": 21 + 5 * args.dim, "issue 15 (202)": 202}
-    print(f"\nThe limit: DCN-V2's dense part alone (2 matrix cross layers + MLP 256-128, Adam, batch 1024, "
-          f"{args.threads} threads), examples/s; rounds alternate fp32 and bf16 autocast")
-    print(f"{'input':>16} {'width':>6} {'fp32 ex/s':>11} {'bf16 ex/s':>11} {'bf16/fp32':>10}")
+def limit_table(args, results: dict) -> None:
+    """The dense part alone at each data set's [dense ‖ embeddings] width (and the issue's 202),
+    fp32 and bf16 autocast in alternating rounds; then each trainer's examples/s as a fraction."""
+    from modelfleet.trainer.techniques.catalogue import interaction_layout, resolve_plan
+
+    widths = {d: interaction_layout(resolve_plan(spec_for(args, d, "dcn", 1, "/x")))["flat"] for d in args.data}
+    widths["issue 15"] = 202
+    print(f"\nThe limit: DCN-V2's dense part alone (2 matrix cross layers ‖ MLP 256-128 over the input, Adam, "
+          f"batch 1024, {args.threads} threads, inputs in memory), examples/s, median of {args.rounds} rounds")
+    print(f"{'input':>10} {'width':>6} {'fp32 ex/s':>11} {'bf16 ex/s':>11} {'bf16/fp32':>10}")
+    limit = {}
     for name, w in widths.items():
         fp, bf = [], []
         for _ in range(args.rounds):
             fp.append(dense_limit(w, args.threads, False))
             bf.append(dense_limit(w, args.threads, True))
-        f, b = statistics.median(fp), statistics.median(bf)
-        print(f"{name:>16} {w:>6} {f:>11,.0f} {b:>11,.0f} {b / f:>9.2f}x")
+        limit[name] = statistics.median(fp)
+        print(f"{name:>10} {w:>6} {limit[name]:>11,.0f} {statistics.median(bf):>11,.0f} "
+              f"{statistics.median(bf) / limit[name]:>9.2f}x")
+    print("\nexamples/s as a fraction of the fp32 limit at the data set's width")
+    for (data, model), rounds in results.items():
+        for who in ("modelfleet", "deepctr"):
+            eps = [r[who]["eps"] for r in rounds if r.get(who)]
+            if eps and data in limit:
+                print(f"{data:10} {model:7} {who:10} {statistics.median(eps) / limit[data]:6.1%}")
 
 
 def main() -> int:
@@ -254,6 +267,7 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=0.001)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="modelfleet's recipe.precision")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (seeds 1..N); median ratio reported")
     ap.add_argument("--deepctr-venv", type=Path, default=Path(tempfile.gettempdir()) / "mf-deepctr-venv")
     ap.add_argument("--skip-deepctr", action="store_true")
@@ -279,7 +293,7 @@ def main() -> int:
 
     print(f"\nload average (1, 5, 15 min) before {load_before}, after {os.getloadavg()}; {os.cpu_count()} CPUs")
     print(f"{args.threads} threads, dim {args.dim}, batch {args.batch}, Adam lr {args.lr}, {args.epochs} epochs, "
-          f"{args.rounds} rounds (seed = round)")
+          f"{args.rounds} rounds (seed = round), modelfleet precision {args.precision}")
     print(f"{'data':10} {'model':7} {'trainer':13} {'train ex/s':>11} {'CPU ms/1k ex':>12} {'NE mean':>8} {'NE sd':>7} "
           f"{'AUC':>7} {'FLOPs/ex':>10} {'params':>9}  {'speed-up (median, min-max)':28} {'NE diff (paired)':>17}")
     for (data, model), rounds in results.items():
@@ -301,7 +315,7 @@ def main() -> int:
                   f"{statistics.mean(nes):>8.4f} {sd:>7.4f} {statistics.mean(r['auc'] for r in rs):>7.4f} "
                   f"{rs[0]['flops']:>10,} {rs[0]['params']:>9,}{extra}")
     if args.limit:
-        limit_table(args)
+        limit_table(args, results)
     return 0
 
 

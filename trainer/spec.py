@@ -225,7 +225,7 @@ class RecipeSpec(SpecModel):
     steps: int | None = Field(None, ge=1, le=100_000_000, description="Training steps; wins over epochs.")
     epochs: int = Field(1, ge=1, le=1000, description="Passes over the training data when steps is unset.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU."
+        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU; bf16: bf16 autocast on CUDA and CPU."
     )
     seed: int = Field(0, ge=0, le=2**31 - 1)
     eval_batch_size: int = Field(4096, ge=1, le=1_048_576)

@@ -1,7 +1,7 @@
 """The training loop: one readable function, torchrun/DDP-aware through the environment.
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them this is a single process. On CUDA the
-forward runs under bf16 autocast (recipe.precision auto/bf16). Checkpoints go to
+forward runs under bf16 autocast (recipe.precision auto/bf16), on CPU with bf16 only. Checkpoints go to
 `<outputUri>/checkpoints/` every `recipe.checkpointEvery` steps and at the end; a restarted run
 resumes from the latest one, replaying the same data order, so a resumed run equals an
 uninterrupted one. Rank 0 evaluates and writes `metrics.json` and `spec.json`.
@@ -68,13 +68,16 @@ def lr_lambda(plan: ModelPlan, total_steps: int) -> Callable[[int], float]:
     warmup = plan.warmup_steps
     if warmup is None:
         warmup = round(plan.warmup_fraction * total_steps)
+    # the decay spans the last decay_fraction of the steps after warmup; the lr holds before it
+    decay = max(1, round(plan.decay_fraction * (total_steps - warmup)))
+    hold_until = total_steps - decay
 
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        if not plan.cosine_decay:
+        if not plan.cosine_decay or step < hold_until:
             return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        progress = min(1.0, (step - max(warmup, hold_until)) / decay)
         return plan.min_lr_ratio + (1 - plan.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
@@ -283,7 +286,7 @@ def train_step(
     bf16: bool = False,
 ) -> torch.Tensor:
     """One optimizer step; returns the weighted loss. A non-finite loss changes nothing."""
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(dense.device.type, dtype=torch.bfloat16, enabled=bf16):
         logits, penalty = model(dense, sparse, penalty=True)
     loss = (task_losses(logits, labels, plan) * weights).sum()
     if not torch.isfinite(loss):
@@ -420,7 +423,7 @@ def predict(
     with torch.no_grad():
         for b in batches(data.chunks(), batch_size, rng=None):
             d, s, y = _to_tensors(b, transform, device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = model(d, s)
             preds.append(torch.sigmoid(logits.float()).cpu().numpy())
             labels.append(y.cpu().numpy())
@@ -446,9 +449,8 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     r = spec.recipe
-    use_bf16 = cuda and r.precision in ("auto", "bf16")
-    if r.precision == "bf16" and not cuda:
-        _log("recipe.precision bf16 asks for CUDA; training fp32 on CPU")
+    # CPU bf16 autocast only when asked for: it is not faster on every CPU (benchmarks/trainer.py --limit)
+    use_bf16 = r.precision == "bf16" or (cuda and r.precision == "auto")
 
     torch.manual_seed(r.seed)
     np.random.seed(r.seed)

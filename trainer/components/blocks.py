@@ -37,16 +37,22 @@ class EmbeddingTables(nn.Module):
 
 
 class MLP(nn.Module):
-    """Linear -> ReLU (-> LayerNorm) (-> Dropout) per width."""
+    """Linear (-> LayerNorm) -> ReLU (-> Dropout) per width.
+
+    The norm comes before the activation, as in DeepCTR's and FuxiCTR's MLPs: normalising the
+    ReLU's output instead (this trainer's earlier order) made NE worse on the real fleets
+    (docs/trainer.md, "Technique defaults").
+    """
 
     def __init__(self, in_dim: int, widths: list[int], layernorm: bool = False, dropout: float = 0.0):
         super().__init__()
         layers: list[nn.Module] = []
         d = in_dim
         for w in widths:
-            layers += [nn.Linear(d, w), nn.ReLU()]
+            layers.append(nn.Linear(d, w))
             if layernorm:
                 layers.append(nn.LayerNorm(w))
+            layers.append(nn.ReLU())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             d = w

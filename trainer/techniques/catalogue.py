@@ -70,6 +70,7 @@ class ModelPlan:
     warmup_fraction: float = 0.0
     cosine_decay: bool = False
     min_lr_ratio: float = 0.0
+    decay_fraction: float = 1.0
     grad_clip_norm: float | None = None  # a fixed cap
     grad_clip_factor: float | None = None  # else: a cap relative to the running mean norm
     ema_decay: float | None = None
@@ -238,7 +239,9 @@ class AttentionParams(Params):
 
 
 class LayerNormParams(Params):
-    where: Literal["bottom", "over", "both"] = Field("both", description="Which MLPs get LayerNorm.")
+    where: Literal["bottom", "over", "both"] = Field(
+        "over", description="Which MLPs get LayerNorm (over: the one every architecture has)."
+    )
 
 
 class DropoutParams(Params):
@@ -255,12 +258,25 @@ class FocalLossParams(Params):
 
 
 class LabelSmoothingParams(Params):
-    epsilon: float = Field(0.05, gt=0, lt=0.5, description="Labels become y*(1-eps) + eps/2.")
+    epsilon: float = Field(0.01, gt=0, lt=0.5, description="Labels become y*(1-eps) + eps/2.")
 
 
 class WarmupCosineParams(Params):
-    warmup_steps: int = Field(100, ge=0, le=10_000_000, alias="warmupSteps")
-    min_lr_ratio: float = Field(0.0, ge=0, le=1, alias="minLrRatio", description="Final lr / peak lr.")
+    warmup_steps: int | None = Field(
+        None, ge=0, le=10_000_000, alias="warmupSteps", description="Warmup steps; unset: warmupFraction of the run."
+    )
+    warmup_fraction: float = Field(
+        0.02, ge=0, lt=1, alias="warmupFraction",
+        description="Warmup as a fraction of the run's steps, when warmupSteps is unset (fits runs of any length).",
+    )
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, alias="minLrRatio", description="Final lr / peak lr.")
+    decay_fraction: float = Field(
+        0.2, gt=0, le=1, alias="decayFraction",
+        description=(
+            "The cosine decay spans this last fraction of the steps after warmup; the lr holds at its "
+            "peak before it (1: cosine over the whole run)."
+        ),
+    )
 
 
 class GradClipParams(Params):
@@ -360,7 +376,7 @@ _TECHNIQUES = [
     ),
     Technique(
         "mlp-layernorm", "mlp", LayerNormParams,
-        "LayerNorm after every hidden layer of the bottom and/or over-arch MLP.",
+        "LayerNorm on every hidden layer's pre-activation in the over-arch and/or bottom MLP.",
         _apply_layernorm,
     ),
     Technique(
@@ -385,9 +401,10 @@ _TECHNIQUES = [
     ),
     Technique(
         "lr-warmup-cosine", "schedule", WarmupCosineParams,
-        "Linear learning-rate warmup, then cosine decay to minLrRatio * lr at the last step.",
+        "Linear learning-rate warmup, the peak held, then a cosine decay to minLrRatio * lr at the last step.",
         lambda plan, p: replace(
-            plan, warmup_steps=p.warmup_steps, cosine_decay=True, min_lr_ratio=p.min_lr_ratio
+            plan, warmup_steps=p.warmup_steps, warmup_fraction=p.warmup_fraction, cosine_decay=True,
+            min_lr_ratio=p.min_lr_ratio, decay_fraction=p.decay_fraction,
         ),
     ),
     Technique(

@@ -119,3 +119,18 @@ def test_resume_is_exact_with_the_stateful_techniques(make_spec):
     assert resumed["resumedFromStep"] == 40
     for key in ("ne", "logloss", "auc", "calibration"):
         assert resumed[key] == pytest.approx(straight[key], rel=1e-6), key
+
+
+def test_default_schedule_warms_up_briefly_holds_the_peak_and_anneals_at_the_end(make_spec):
+    import math
+
+    from modelfleet.trainer.train import lr_lambda
+
+    plan = resolve_plan(make_spec(techniques=[{"name": "lr-warmup-cosine"}]))
+    f = lr_lambda(plan, total_steps=1000)  # warmup 2 % = 20 steps, decay over the last 20 % of 980
+    assert f(0) == pytest.approx(1 / 20) and f(19) == pytest.approx(1.0)
+    assert f(20) == f(500) == f(803) == 1.0  # held: a short run is not under-trained
+    assert f(804 + 98) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 98 / 196)))
+    assert f(1000) == pytest.approx(0.1)
+    short = lr_lambda(plan, total_steps=30)  # a 30-step run: no 100-step warmup eating it
+    assert short(0) == pytest.approx(1.0) and short(20) == 1.0
