@@ -43,14 +43,14 @@ SKIP = {"task-weighting"}
 
 def _train(job: tuple) -> tuple:
     """One training in a worker process: (key, (NE, AUC), steps, seconds)."""
-    key, member, arch, techniques, seed, threads = job
+    key, member, arch, recipe, techniques, seed, threads = job
     import torch
 
     torch.set_num_threads(threads)
     from modelfleet.trainer.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
-        spec = member.spec(arch, f"{tmp}/out", techniques=techniques, recipe={**BASE_RECIPE, "seed": seed})
+        spec = member.spec(arch, f"{tmp}/out", techniques=techniques, recipe={**recipe, "seed": seed})
         t0 = time.perf_counter()
         m = train(spec, progress=False)
     return key, (m["ne"], m["auc"]), m["steps"], time.perf_counter() - t0
@@ -75,6 +75,7 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (1 torch thread each)")
     ap.add_argument("--architecture", type=json.loads, default={},
                     help="JSON merged over the base architecture (one level deep), e.g. '{\"wide\": true}'")
+    ap.add_argument("--recipe", type=json.loads, default={}, help="JSON merged over the base recipe, e.g. '{\"epochs\": 10}'")
     ap.add_argument("--out", type=Path, help="also write the table (markdown) to this file")
     args = ap.parse_args()
 
@@ -86,7 +87,8 @@ def main() -> int:
     arch = {**BASE_ARCHITECTURE, **args.architecture}
     arch.update({k: {**v, **args.architecture[k]} for k, v in BASE_ARCHITECTURE.items()
                  if isinstance(v, dict) and isinstance(args.architecture.get(k), dict)})
-    jobs = [((m.name, seed, label), m, arch, techniques, seed, 1)
+    recipe = {**BASE_RECIPE, **args.recipe}
+    jobs = [((m.name, seed, label), m, arch, recipe, techniques, seed, 1)
             for m in members for seed in args.seeds for label, techniques in [("base", []), *rows.items()]]
     load_before = os.getloadavg()
     t0 = time.perf_counter()
@@ -104,7 +106,7 @@ def main() -> int:
         f"{len(args.seeds)} seeds (seeds {', '.join(map(str, args.seeds))}); {len(jobs)} trainings in {minutes:.1f} min "
         f"with {args.jobs} worker processes; load average (1, 5, 15 min) before "
         f"{tuple(round(x, 2) for x in load_before)}, after {tuple(round(x, 2) for x in os.getloadavg())}; "
-        f"{os.cpu_count()} CPUs; base architecture {json.dumps(arch)}",
+        f"{os.cpu_count()} CPUs; base architecture {json.dumps(arch)}, recipe {json.dumps(recipe)}",
         "",
         "| technique (default params unless given) | mean rel. NE change | 95 % CI (paired bootstrap) | "
         + " | ".join(f"{f} mean" for f in args.fleets) + " | pairs improved | mean AUC change |",

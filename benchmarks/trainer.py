@@ -157,7 +157,7 @@ def run_modelfleet(spec) -> dict:
     # CPU seconds of the whole train() call (reading, fitting, training, evaluating, writing)
     cpu = time.process_time() - c0
     return {"eps": m["trainExamplesPerSecond"], "ne": m["ne"], "auc": m["auc"], "flops": m["flopsPerExample"],
-            "params": m["params"], "wall": time.perf_counter() - t0, "cpu_per_k": 1000 * cpu / m["trainExamples"]}
+            "params": m["params"], "wall": time.perf_counter() - t0, "cpu_per_k": 1e6 * cpu / m["trainExamples"]}
 
 
 def run_deepctr(py: Path, cfg: dict, data: Path, preds: Path) -> dict | None:
@@ -173,7 +173,7 @@ def run_deepctr(py: Path, cfg: dict, data: Path, preds: Path) -> dict | None:
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     p, y = np.load(preds), np.load(data)["eval_y"]
     return {"eps": r["examples"] / r["seconds"], "ne": evaluate.normalized_entropy(p, y), "auc": evaluate.auc(p, y),
-            "flops": int(r["flops"]), "params": r["params"], "wall": wall, "cpu_per_k": 1000 * r["cpu"] / r["examples"]}
+            "flops": int(r["flops"]), "params": r["params"], "wall": wall, "cpu_per_k": 1e6 * r["cpu"] / r["examples"]}
 
 
 def compare(args, data: str, model: str, py: Path | None, tmp: str) -> list[dict]:
