@@ -89,25 +89,77 @@ TRAIN_URI_REQUIRED = "trainUri is required unless format is synthetic"  # DataSp
 
 # --- architecture -----------------------------------------------------------------------------
 
-InteractionKind = Literal["dot", "dcnv2", "lowrank", "attention", "concat"]
+InteractionKind = Literal["dot", "dcnv2", "lowrank", "attention", "concat", "fm"]
+CROSS_KINDS = ("dcnv2", "lowrank")
 
 
 class EmbeddingSpec(SpecModel):
-    """Hashed embeddings, one table per categorical feature."""
+    """One embedding table per categorical feature (all stored as one tensor)."""
+
+    _later_fields = frozenset({"init_std", "l2"})
 
     dim: int = Field(16, ge=2, le=1024, description="Embedding dimension of every sparse feature.")
     buckets: int = Field(
         100_000, ge=2, le=100_000_000, description="Hash buckets per categorical feature."
+    )
+    init_std: float = Field(
+        1e-4, gt=0, le=1, description="Std of the normal initialisation of the embedding (and wide) tables."
+    )
+    l2: float = Field(
+        1e-5,
+        ge=0,
+        le=1,
+        description=(
+            "L2 penalty on the embedding (and wide) vectors a batch looks up: l2 * sum of their "
+            "squares, averaged over the batch, added to the training loss."
+        ),
     )
 
 
 class InteractionSpec(SpecModel):
     """How feature embeddings interact. Techniques may replace it (e.g. `dcnv2-cross`)."""
 
-    kind: InteractionKind = Field("dot", description="dot (DLRM), dcnv2, lowrank, attention or concat.")
+    model_config = SpecModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "!has(self.structure) || self.structure == 'stacked' || self.kind in ['dcnv2', 'lowrank']",
+                    "structure 'parallel' applies to the cross kinds (dcnv2, lowrank) only",
+                    ".structure",
+                )
+            ]
+        }
+    }
+    _later_fields = frozenset({"structure"})
+
+    kind: InteractionKind = Field(
+        "dot",
+        description=(
+            "dot (DLRM), dcnv2 (full-rank cross), lowrank (cross with W = U V), attention, concat, or "
+            "fm (DeepFM: a factorization-machine term over the sparse embeddings added to the logit, "
+            "the over-arch reading the concatenated features)."
+        ),
+    )
     layers: int = Field(2, ge=1, le=16, description="Cross layers (dcnv2, lowrank) or attention blocks.")
     rank: int = Field(16, ge=1, le=1024, description="Rank of the low-rank cross.")
     heads: int = Field(2, ge=1, le=32, description="Attention heads.")
+    structure: Literal["stacked", "parallel"] = Field(
+        "stacked",
+        description=(
+            "Cross kinds only. stacked: the over-arch MLP reads the cross output; parallel: the cross "
+            "and the over-arch both read the concatenated features and the heads read both outputs "
+            "(DeepCTR's DCN)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> InteractionSpec:
+        if self.structure == "parallel" and self.kind not in CROSS_KINDS:
+            raise ValueError(
+                f"interaction.structure 'parallel' applies to the cross kinds (dcnv2, lowrank) only, "
+                f"not to kind {self.kind!r}"
+            )
+        return self
 
 
 class TaskSpec(SpecModel):
@@ -126,18 +178,29 @@ LayerWidth = Annotated[int, Field(ge=1, le=65536)]
 class ArchitectureSpec(SpecModel):
     """The model, built from standard components."""
 
+    _later_fields = frozenset({"wide"})
+
     embedding: EmbeddingSpec = Field(default_factory=EmbeddingSpec)
     bottom_mlp: list[LayerWidth] = Field(
         default_factory=lambda: [64, 16],
-        min_length=1,
         max_length=16,
-        description="Dense (bottom) MLP layer widths; the last one must equal embedding.dim for dot interaction.",
+        description=(
+            "Dense (bottom) MLP layer widths; empty: the numeric features enter the interaction as "
+            "they are (projected to embedding.dim for dot and attention when the widths differ)."
+        ),
     )
     interaction: InteractionSpec = Field(default_factory=InteractionSpec)
     over_arch: list[LayerWidth] = Field(
         default_factory=lambda: [64, 32],
         max_length=16,
         description="Over-arch MLP layer widths above the interaction.",
+    )
+    wide: bool = Field(
+        False,
+        description=(
+            "Add a linear (wide) part to every task's logit: one weight per categorical value and "
+            "one per numeric feature (Wide&Deep, DeepFM, DeepCTR's DCN)."
+        ),
     )
     tasks: list[TaskSpec] = Field(
         default_factory=lambda: [TaskSpec(name="click")],
@@ -173,6 +236,8 @@ class TechniqueRef(SpecModel):
 class RecipeSpec(SpecModel):
     """How to train."""
 
+    _later_fields = frozenset({"embedding_updates"})
+
     optimizer: Literal["adam", "adamw", "adagrad", "sgd"] = "adam"
     learning_rate: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0, le=1)
@@ -180,13 +245,22 @@ class RecipeSpec(SpecModel):
     steps: int | None = Field(None, ge=1, le=100_000_000, description="Training steps; wins over epochs.")
     epochs: int = Field(1, ge=1, le=1000, description="Passes over the training data when steps is unset.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU."
+        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU; bf16: bf16 autocast on CUDA and CPU."
     )
     seed: int = Field(0, ge=0, le=2**31 - 1)
     eval_batch_size: int = Field(4096, ge=1, le=1_048_576)
     checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints.")
     max_bad_row_fraction: float = Field(
         0.01, ge=0, le=1, description="Malformed rows skipped before the run fails."
+    )
+    embedding_updates: Literal["auto", "sparse", "dense"] = Field(
+        "auto",
+        description=(
+            "sparse: only the embedding rows a batch looked up are updated (lazy Adam for adam/adamw); "
+            "dense: every row, by the recipe's optimizer; auto: sparse when the tables have more rows "
+            "than one batch can touch (batchSize x sparse features), else dense. Several worker "
+            "processes always update densely."
+        ),
     )
 
 

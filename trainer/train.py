@@ -1,7 +1,7 @@
 """The training loop: one readable function, torchrun/DDP-aware through the environment.
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them this is a single process. On CUDA the
-forward runs under bf16 autocast (recipe.precision auto/bf16). Checkpoints go to
+forward runs under bf16 autocast (recipe.precision auto/bf16), on CPU with bf16 only. Checkpoints go to
 `<outputUri>/checkpoints/` every `recipe.checkpointEvery` steps and at the end; a restarted run
 resumes from the latest one, replaying the same data order, so a resumed run equals an
 uninterrupted one. Rank 0 evaluates and writes `metrics.json` and `spec.json`.
@@ -67,28 +67,46 @@ def task_weight_vector(plan: ModelPlan) -> torch.Tensor:
 def lr_lambda(plan: ModelPlan, total_steps: int) -> Callable[[int], float]:
     """Multiplier of the base learning rate at a step (1.0 without the schedule technique)."""
 
+    warmup = plan.warmup_steps
+    if warmup is None:
+        warmup = round(plan.warmup_fraction * total_steps)
+    # the decay spans the last decay_fraction of the steps after warmup; the lr holds before it
+    decay = max(1, round(plan.decay_fraction * (total_steps - warmup)))
+    hold_until = total_steps - decay
+
     def f(step: int) -> float:
-        if step < plan.warmup_steps:
-            return (step + 1) / plan.warmup_steps
-        if not plan.cosine_decay:
+        if step < warmup:
+            return (step + 1) / warmup
+        if not plan.cosine_decay or step < hold_until:
             return 1.0
-        progress = min(1.0, (step - plan.warmup_steps) / max(1, total_steps - plan.warmup_steps))
+        progress = min(1.0, (step - max(warmup, hold_until)) / decay)
         return plan.min_lr_ratio + (1 - plan.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
 
 
 class EMA:
-    """Exponential moving average of the float parameters."""
+    """Exponential moving average of the float parameters.
 
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
+    With `warmup`, update t uses min(decay, (1 + t) / (10 + t)) (TensorFlow's num_updates rule):
+    early on the average follows the weights closely, so a run shorter than 1 / (1 - decay)
+    steps does not evaluate weights that are mostly their initial values.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = False):
+        self.decay, self.warmup, self.updates = decay, warmup, 0
         self.params = [p for p in model.parameters()]
         self.shadow = [p.detach().clone() for p in self.params]
 
+    def current_decay(self) -> float:
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
     @torch.no_grad()
     def update(self) -> None:
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - self.decay)
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - self.current_decay())
+        self.updates += 1
 
     @torch.no_grad()
     def swap(self) -> None:
@@ -98,12 +116,60 @@ class EMA:
             p.copy_(s)
             s.copy_(tmp)
 
-    def state_dict(self) -> list[torch.Tensor]:
-        return self.shadow
+    def state_dict(self) -> dict[str, Any]:
+        return {"shadow": self.shadow, "updates": self.updates}
 
-    def load_state_dict(self, state: list[torch.Tensor]) -> None:
-        for s, v in zip(self.shadow, state, strict=True):
+    def load_state_dict(self, state: dict[str, Any] | list[torch.Tensor]) -> None:
+        if isinstance(state, list):  # checkpoints written before the warm-up kept the shadow only
+            state = {"shadow": state, "updates": 0}
+        for s, v in zip(self.shadow, state["shadow"], strict=True):
             s.copy_(v)
+        self.updates = state["updates"]
+
+
+class RowWiseAdam(torch.optim.Optimizer):
+    """SparseAdam's update (lazy Adam: only the rows in the gradient move, and only their moments
+    decay; bias correction by the global step) done with one coalesce, row gathers and
+    index_copy/index_add instead of sparse-tensor arithmetic, which costs several times more."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ARG002 -- the Optimizer signature
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad.coalesce()  # duplicate rows summed: the update is not linear
+                rows, values = grad._indices()[0], grad._values()
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                m = state["exp_avg"].index_select(0, rows).lerp_(values, 1 - beta1)
+                v = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(values, values, value=1 - beta2)
+                state["exp_avg"].index_copy_(0, rows, m)
+                state["exp_avg_sq"].index_copy_(0, rows, v)
+                step = state["step"]
+                step_size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
+                p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])), alpha=-step_size)
+
+
+def sparse_updates(plan: ModelPlan, spec: TrainingSpec, world: int) -> bool:
+    """Whether the embedding tables get sparse gradients and row-wise updates."""
+    mode = spec.recipe.embedding_updates
+    if world > 1 or not plan.n_sparse:  # DDP's gradient buckets take dense gradients only
+        return False
+    if mode != "auto":
+        return mode == "sparse"
+    # A batch touches at most batchSize x features rows: when the tables are not larger, updating
+    # every row costs about as much and is the optimizer itself (Adam's momentum keeps moving rows
+    # a batch did not touch, which lazy updates give up).
+    return sum(plan.tables) > spec.recipe.batch_size * plan.n_sparse
 
 
 class Optimizers:
@@ -116,9 +182,7 @@ class Optimizers:
 
     def __init__(self, spec: TrainingSpec, model: nn.Module, plan: ModelPlan, total_steps: int):
         r = spec.recipe
-        sparse = [p for n, p in model.named_parameters() if n.startswith("embeddings.")]
-        if not getattr(model, "sparse_embeddings", False):
-            sparse = []
+        sparse = model.sparse_parameters()
         ids = {id(p) for p in sparse}
         dense = [p for p in model.parameters() if id(p) not in ids]
         kw = {"lr": r.learning_rate, "weight_decay": r.weight_decay}
@@ -128,10 +192,11 @@ class Optimizers:
         if sparse:
             # torch's sparse-gradient optimizers take no weight decay on the sparse rows
             if r.optimizer in ("adam", "adamw"):
-                self.opts.append(torch.optim.SparseAdam(sparse, lr=r.learning_rate))
+                self.opts.append(RowWiseAdam(sparse, lr=r.learning_rate))
             else:
                 self.opts.append(cls(sparse, lr=r.learning_rate))
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(plan, total_steps)) for o in self.opts]
+        self.clip = GradClip.of(plan)
 
     def zero_grad(self) -> None:
         for o in self.opts:
@@ -149,16 +214,19 @@ class Optimizers:
         return self.opts[0].param_groups[0]["lr"]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"opts": [o.state_dict() for o in self.opts], "schedulers": [s.state_dict() for s in self.schedulers]}
+        return {"opts": [o.state_dict() for o in self.opts], "schedulers": [s.state_dict() for s in self.schedulers],
+                "clip": self.clip.state_dict() if self.clip is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for o, st in zip(self.opts, state["opts"], strict=True):
             o.load_state_dict(st)
         for sch, st in zip(self.schedulers, state["schedulers"], strict=True):
             sch.load_state_dict(st)
+        if self.clip is not None and state.get("clip") is not None:
+            self.clip.load_state_dict(state["clip"])
 
 
-def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float | torch.Tensor) -> torch.Tensor:
     """Scale all gradients so their global L2 norm is at most max_norm (sparse ones included)."""
     grads = [p.grad for p in params if p.grad is not None]
     norms = [(g.coalesce().values() if g.is_sparse else g).norm() for g in grads]
@@ -167,6 +235,46 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     for g in grads:
         g.mul_(scale)
     return total
+
+
+class GradClip:
+    """The grad-clip technique: a fixed cap (maxNorm), or `factor` x the running mean of the
+    recent (clipped) norms, which triggers on spikes whatever the model's gradient scale. The
+    running mean warms up like EMA's (min(0.98, (1 + t) / (10 + t))); the first step is not
+    clipped. Tensors throughout, so no device sync per step."""
+
+    def __init__(self, max_norm: float | None, factor: float | None):
+        self.max_norm, self.factor = max_norm, factor
+        self.mean = torch.zeros(())
+        self.steps = 0
+        self.clipped = torch.zeros((), dtype=torch.int64)
+
+    @classmethod
+    def of(cls, plan: ModelPlan) -> GradClip | None:
+        if plan.grad_clip_norm is None and plan.grad_clip_factor is None:
+            return None
+        return cls(plan.grad_clip_norm, plan.grad_clip_factor)
+
+    def __call__(self, params: list[torch.Tensor]) -> torch.Tensor:
+        if self.max_norm is not None:
+            cap: float | torch.Tensor = self.max_norm
+        elif self.steps == 0:
+            cap = math.inf
+        else:
+            cap = self.factor * self.mean
+        total = clip_grad_norm(params, cap)
+        self.mean = self.mean.to(total.device)
+        self.clipped = self.clipped.to(total.device) + (total > cap).long()
+        d = min(0.98, (1 + self.steps) / (10 + self.steps))
+        self.mean = d * self.mean + (1 - d) * torch.minimum(total, torch.as_tensor(cap, device=total.device))
+        self.steps += 1
+        return total
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "steps": self.steps, "clipped": self.clipped}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mean, self.steps, self.clipped = state["mean"], state["steps"], state["clipped"]
 
 
 def train_step(
@@ -180,15 +288,16 @@ def train_step(
     bf16: bool = False,
 ) -> torch.Tensor:
     """One optimizer step; returns the weighted loss. A non-finite loss changes nothing."""
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-        logits = model(dense, sparse)
+    with torch.autocast(dense.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits, penalty = model(dense, sparse, penalty=True)
     loss = (task_losses(logits, labels, plan) * weights).sum()
     if not torch.isfinite(loss):
         return loss.detach()
     optimizer.zero_grad()
-    loss.backward()
-    if plan.grad_clip_norm is not None:
-        clip_grad_norm(list(model.parameters()), plan.grad_clip_norm)
+    (loss + penalty).backward()
+    clip = optimizer.clip if isinstance(optimizer, Optimizers) else GradClip.of(plan)
+    if clip is not None:
+        clip(list(model.parameters()))
     optimizer.step()
     return loss.detach()
 
@@ -323,7 +432,7 @@ def predict(
     with torch.no_grad():
         for b in batches(data.chunks(), batch_size, rng=None):
             d, s, y = _to_tensors(b, transform, device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = model(d, s)
             preds.append(torch.sigmoid(logits.float()).cpu().numpy())
             labels.append(y.cpu().numpy())
@@ -349,9 +458,8 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     r = spec.recipe
-    use_bf16 = cuda and r.precision in ("auto", "bf16")
-    if r.precision == "bf16" and not cuda:
-        _log("recipe.precision bf16 asks for CUDA; training fp32 on CPU")
+    # CPU bf16 autocast only when asked for: it is not faster on every CPU (benchmarks/trainer.py --limit)
+    use_bf16 = r.precision == "bf16" or (cuda and r.precision == "auto")
 
     seed = run_seed(spec)
     torch.manual_seed(seed)
@@ -379,15 +487,15 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
     Dataset(spec, "train", features=features, stats=stats).require_rows()
     eval_data.require_rows()
 
-    # sparse embedding gradients for one process; DDP's gradient buckets take dense ones only
+    # sparse embedding gradients for one process only: DDP's gradient buckets take dense ones
     # (torch 2.13 fails with "Cannot access storage of SparseTensorImpl", on gloo and NCCL alike)
-    model = RankingModel(plan, sparse_embeddings=world == 1).to(device)
+    model = RankingModel(plan, sparse_embeddings=sparse_updates(plan, spec, world)).to(device)
     ddp_model: nn.Module = (
         nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
         if world > 1
         else model
     )
-    ema = EMA(model, plan.ema_decay) if plan.ema_decay else None
+    ema = EMA(model, plan.ema_decay, plan.ema_warmup) if plan.ema_decay else None
     weights = task_weight_vector(plan).to(device)
 
     if r.steps is not None:
@@ -495,6 +603,8 @@ def train(spec: TrainingSpec, progress: bool | None = None) -> dict[str, Any]:
             epoch += 1
             batch_in_epoch = 0
     train_seconds = time.perf_counter() - t0
+    if optimizer.clip is not None:
+        _log(f"grad-clip: {int(optimizer.clip.clipped)} of {optimizer.clip.steps} steps clipped")
     if world > 1:  # report the job's examples, not rank 0's share
         total = torch.tensor([examples], dtype=torch.int64, device=device)
         dist.all_reduce(total)

@@ -10,39 +10,49 @@ import torch
 from torch import nn
 
 
-class HashedEmbeddings(nn.Module):
-    """One `buckets x dim` table per categorical feature, stored as one tensor.
+class EmbeddingTables(nn.Module):
+    """One `sizes[i] x width` table per categorical feature, stored as one tensor.
 
-    Ids arrive already hashed into [0, buckets) (the data layer hashes raw values); one table
-    for all features keeps the lookup a single gather instead of S small ones. With
+    Feature i's ids arrive in [0, sizes[i]) (the data layer maps raw values to ids); one tensor
+    for all features, with per-feature row offsets, keeps the lookup a single gather instead of
+    S small ones. `width` is the embedding dim plus, with a wide part, one column per task: the
+    wide weights of a value ride in its embedding row, so they cost no gather of their own. With
     `sparse=True` the gradient holds only the looked-up rows.
     """
 
-    def __init__(self, n_features: int, buckets: int, dim: int, sparse: bool = False):
+    def __init__(self, sizes: list[int] | tuple[int, ...], dim: int, sparse: bool = False, init_std: float = 1e-4,
+                 extra: int = 0):
         super().__init__()
-        self.n_features, self.buckets, self.dim, self.sparse = n_features, buckets, dim, sparse
-        self.weight = nn.Parameter(torch.empty(n_features * buckets, dim))
-        # a fixed small scale, not one shrinking with the bucket count: resizing the hash space
-        # should not change how far from zero training starts
-        nn.init.normal_(self.weight, 0.0, 0.01)
-        self.register_buffer("offsets", torch.arange(n_features) * buckets, persistent=False)
+        self.n_features, self.dim, self.sparse = len(sizes), dim, sparse
+        self.weight = nn.Parameter(torch.empty(sum(sizes), dim + extra))
+        # a fixed scale, not one shrinking with the table size: resizing the id space should not
+        # change how far from zero training starts
+        nn.init.normal_(self.weight, 0.0, init_std)
+        starts = torch.tensor([0, *sizes[:-1]], dtype=torch.int64).cumsum(0)
+        self.register_buffer("offsets", starts, persistent=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        # ids: [B, S] int64 in [0, buckets) -> [B, S, D]
+        # ids: [B, S] int64, column i in [0, sizes[i]) -> [B, S, dim + extra]
         return nn.functional.embedding(ids + self.offsets, self.weight, sparse=self.sparse)
 
 
 class MLP(nn.Module):
-    """Linear -> ReLU (-> LayerNorm) (-> Dropout) per width."""
+    """Linear (-> LayerNorm) -> ReLU (-> Dropout) per width.
+
+    The norm comes before the activation, as in DeepCTR's and FuxiCTR's MLPs: normalising the
+    ReLU's output instead (this trainer's earlier order) made NE worse on the real fleets
+    (docs/trainer.md, "Technique defaults").
+    """
 
     def __init__(self, in_dim: int, widths: list[int], layernorm: bool = False, dropout: float = 0.0):
         super().__init__()
         layers: list[nn.Module] = []
         d = in_dim
         for w in widths:
-            layers += [nn.Linear(d, w), nn.ReLU()]
+            layers.append(nn.Linear(d, w))
             if layernorm:
                 layers.append(nn.LayerNorm(w))
+            layers.append(nn.ReLU())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             d = w
@@ -114,6 +124,34 @@ class SelfAttentionBlock(nn.Module):
         scores = torch.matmul(q, k.transpose(-1, -2)) * self.head_dim**-0.5  # [B, H, T, T]
         ctx = torch.matmul(scores.softmax(dim=-1), v)  # [B, H, T, D/H]
         return x + self.out(ctx.transpose(1, 2).reshape(b, t, d))  # [B, T, D]
+
+
+class FactorizationMachine(nn.Module):
+    """Second-order FM term over the S field embeddings: sum_{i<j} <e_i, e_j>, computed as
+    ((sum e)^2 - sum e^2) / 2 (Rendle 2010), which is elementwise work only."""
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        # emb: [B, S, D] -> [B, 1]
+        square_of_sum = emb.sum(dim=1).pow(2)
+        sum_of_squares = emb.pow(2).sum(dim=1)
+        return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1, keepdim=True)
+
+
+class Wide(nn.Module):
+    """The linear (wide) part: one weight per task for every categorical value and every numeric
+    feature, summed into each task's logit (Wide&Deep's wide part, DeepFM's first-order term).
+    The categorical weights are the extra columns of the embedding rows (EmbeddingTables)."""
+
+    def __init__(self, n_dense: int, n_tasks: int, init_std: float):
+        super().__init__()
+        self.dense = nn.Linear(n_dense, n_tasks, bias=False) if n_dense else None
+        if self.dense is not None:
+            nn.init.normal_(self.dense.weight, 0.0, init_std)
+
+    def forward(self, dense: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor | float:
+        # dense: [B, n_dense], rows: [B, S, n_tasks] looked-up weights -> logits [B, n_tasks]
+        out = self.dense(dense) if self.dense is not None else 0.0
+        return out + rows.sum(dim=1) if rows is not None else out
 
 
 class TaskHeads(nn.Module):

@@ -1,4 +1,11 @@
-"""The ranking model, assembled purely from a ModelPlan (architecture spec + techniques)."""
+"""The ranking model, assembled purely from a ModelPlan (architecture spec + techniques).
+
+The standard CTR architectures are settings of one spec:
+- DLRM: interaction dot, a bottom MLP ending at embedding.dim;
+- DCNv2 stacked (TorchRec's DLRM-DCN): interaction dcnv2, over-arch on the cross output;
+- DCNv2 parallel (DeepCTR's DCN): dcnv2 with structure parallel, no bottom MLP, wide;
+- DeepFM: interaction fm, wide, no bottom MLP;  Wide&Deep: interaction concat, wide, no bottom MLP.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,11 @@ from modelfleet.trainer.components.blocks import (
     MLP,
     CrossNetwork,
     DotInteraction,
-    HashedEmbeddings,
+    EmbeddingTables,
+    FactorizationMachine,
     SelfAttentionBlock,
     TaskHeads,
+    Wide,
 )
 from modelfleet.trainer.techniques.catalogue import ModelPlan, interaction_layout
 
@@ -21,23 +30,27 @@ class RankingModel(nn.Module):
         super().__init__()
         self.sparse_embeddings = sparse_embeddings and plan.n_sparse > 0
         arch = plan.architecture
+        emb = arch.embedding
         lay = interaction_layout(plan)
-        self.kind = arch.interaction.kind
+        it = arch.interaction
+        self.kind = it.kind
+        self.parallel = it.structure == "parallel"
         self.has_dense = plan.n_dense > 0
+        self.l2 = emb.l2
+        n_tasks = len(arch.tasks)
         self.embeddings = (
-            HashedEmbeddings(plan.n_sparse, arch.embedding.buckets, arch.embedding.dim, sparse_embeddings)
+            EmbeddingTables(plan.tables, emb.dim, sparse_embeddings, emb.init_std, n_tasks if arch.wide else 0)
             if plan.n_sparse
             else None
         )
         self.bottom = (
             MLP(plan.n_dense, arch.bottom_mlp, "bottom" in plan.mlp_layernorm, plan.dropout)
-            if self.has_dense
+            if self.has_dense and arch.bottom_mlp
             else None
         )
         self.project = (
             nn.Linear(lay["bottom_out"], lay["dim"], bias=False) if lay["project"] else None
         )
-        it = arch.interaction
         self.interaction: nn.Module
         if it.kind == "dot":
             self.interaction = DotInteraction(lay["tokens"], self.has_dense)
@@ -49,31 +62,53 @@ class RankingModel(nn.Module):
             self.interaction = nn.Sequential(
                 *(SelfAttentionBlock(lay["dim"], it.heads) for _ in range(it.layers))
             )
-        else:
+        else:  # concat, fm
             self.interaction = nn.Identity()
-        self.over = MLP(lay["out"], arch.over_arch, "over" in plan.mlp_layernorm, plan.dropout)
-        self.heads = TaskHeads(self.over.out_dim, len(arch.tasks))
+        self.fm = FactorizationMachine() if it.kind == "fm" else None
+        self.over = MLP(lay["over_in"], arch.over_arch, "over" in plan.mlp_layernorm, plan.dropout)
+        self.heads = TaskHeads(lay["head_in"], n_tasks)
+        self.wide = Wide(plan.n_dense, n_tasks, emb.init_std) if arch.wide else None
 
-    def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """The table whose gradient is sparse (row-wise updates), when sparse_embeddings."""
+        return [self.embeddings.weight] if self.sparse_embeddings else []
+
+    def forward(
+        self, dense: torch.Tensor, sparse: torch.Tensor, penalty: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         # dense: [B, n_dense] float, sparse: [B, S] int64 -> logits [B, n_tasks]
-        parts: list[torch.Tensor] = []  # token vectors [B, 1 or S, D]
-        dense_out = self.bottom(dense) if self.bottom is not None else None  # [B, bottom_out]
+        # (with penalty=True also the L2 term of the looked-up embedding and wide vectors)
+        emb = rows = None
+        if self.embeddings is not None:
+            looked = self.embeddings(sparse)  # [B, S, D (+ n_tasks wide weights)]
+            emb = looked[..., : self.embeddings.dim] if self.wide is not None else looked  # [B, S, D]
+            rows = looked[..., self.embeddings.dim :] if self.wide is not None else None
+        dense_out = (self.bottom(dense) if self.bottom is not None else dense) if self.has_dense else None
         if self.kind in ("dot", "attention"):
+            parts: list[torch.Tensor] = []  # token vectors [B, 1 or S, D]
             if dense_out is not None:
                 v = self.project(dense_out) if self.project is not None else dense_out
                 parts.append(v.unsqueeze(1))
-            if self.embeddings is not None:
-                parts.append(self.embeddings(sparse))
+            if emb is not None:
+                parts.append(emb)
             tokens = torch.cat(parts, dim=1)  # [B, T, D]
-            if self.kind == "dot":
-                x = self.interaction(tokens)
-            else:
-                x = self.interaction(tokens).flatten(1)  # [B, T*D]
+            x = self.interaction(tokens)
+            if self.kind == "attention":
+                x = x.flatten(1)  # [B, T*D]
+            h = self.over(x)
         else:
-            flat = []
-            if dense_out is not None:
-                flat.append(dense_out)
-            if self.embeddings is not None:
-                flat.append(self.embeddings(sparse).flatten(1))  # [B, S*D]
-            x = self.interaction(torch.cat(flat, dim=1))  # [B, N]
-        return self.heads(self.over(x))
+            flat_parts = [p for p in (dense_out, emb.flatten(1) if emb is not None else None) if p is not None]
+            flat = torch.cat(flat_parts, dim=1) if len(flat_parts) > 1 else flat_parts[0]  # [B, N]
+            x = self.interaction(flat)
+            h = torch.cat([x, self.over(flat)], dim=1) if self.parallel else self.over(x)
+        logits = self.heads(h)
+        if self.fm is not None:
+            logits = logits + self.fm(emb)
+        if self.wide is not None:
+            logits = logits + self.wide(dense, rows)
+        if not penalty:
+            return logits
+        reg = logits.new_zeros(())
+        if self.l2 and self.embeddings is not None:  # embedding and wide weights alike
+            reg = looked.pow(2).sum() * (self.l2 / len(sparse))
+        return logits, reg

@@ -20,7 +20,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelfleet.trainer.spec import ArchitectureSpec, InteractionSpec, TechniqueRef, TrainingSpec
+from modelfleet.trainer.spec import (
+    CROSS_KINDS,
+    ArchitectureSpec,
+    InteractionSpec,
+    TechniqueRef,
+    TrainingSpec,
+)
 
 CRITEO_DENSE = 13
 CRITEO_SPARSE = 26
@@ -53,22 +59,31 @@ class ModelPlan:
     n_dense: int
     n_sparse: int
     architecture: ArchitectureSpec
+    table_sizes: tuple[int, ...] = ()  # rows per sparse feature; () = embedding.buckets each
     mlp_layernorm: frozenset[str] = frozenset()  # subset of {"bottom", "over"}
     dropout: float = 0.0
     loss: str = "bce"  # bce | focal
     focal_gamma: float = 2.0
     focal_alpha: float | None = None
     label_smoothing: float = 0.0
-    warmup_steps: int = 0
+    warmup_steps: int | None = 0  # None: warmup_fraction of the run
+    warmup_fraction: float = 0.0
     cosine_decay: bool = False
     min_lr_ratio: float = 0.0
-    grad_clip_norm: float | None = None
+    decay_fraction: float = 1.0
+    grad_clip_norm: float | None = None  # a fixed cap
+    grad_clip_factor: float | None = None  # else: a cap relative to the running mean norm
     ema_decay: float | None = None
+    ema_warmup: bool = False
     task_weights: dict[str, float] = field(default_factory=dict)
 
     @property
     def dim(self) -> int:
         return self.architecture.embedding.dim
+
+    @property
+    def tables(self) -> tuple[int, ...]:
+        return self.table_sizes or (self.architecture.embedding.buckets,) * self.n_sparse
 
 
 def feature_counts(spec: TrainingSpec) -> tuple[int, int]:
@@ -112,39 +127,52 @@ def _mlp_cost(in_dim: int, widths: list[int], layernorm: bool) -> tuple[int, int
 
 
 def interaction_layout(plan: ModelPlan) -> dict[str, int]:
-    """Shapes both the cost model and the torch model use (one place, so they agree)."""
+    """Widths both the cost model and the torch model use (one place, so they agree).
+
+    flat = the concatenated [dense part ‖ sparse embeddings]; out = the interaction's output;
+    over_in / head_in = what the over-arch MLP and the task heads read.
+    """
     arch = plan.architecture
     d = arch.embedding.dim
     kind = arch.interaction.kind
     has_dense = plan.n_dense > 0
-    bottom_out = arch.bottom_mlp[-1] if has_dense else 0
+    # the dense part: the bottom MLP's output, or the raw (transformed) features without one
+    bottom_out = (arch.bottom_mlp[-1] if arch.bottom_mlp else plan.n_dense) if has_dense else 0
     # dot/attention need the dense vector in embedding space: project it when widths differ.
     token_kinds = ("dot", "attention")
     project = has_dense and kind in token_kinds and bottom_out != d
     tokens = plan.n_sparse + (1 if has_dense else 0)
+    flat = plan.n_sparse * d + bottom_out
     if kind == "dot":
         pairs = tokens * (tokens - 1) // 2
         out = pairs + (d if has_dense else 0)
     elif kind == "attention":
         out = tokens * d
-    else:  # concat, dcnv2, lowrank work on the flat vector
-        out = plan.n_sparse * d + bottom_out
+    else:  # concat, fm, dcnv2, lowrank work on the flat vector
+        out = flat
+    parallel = arch.interaction.structure == "parallel"
+    over_in = flat if parallel or kind == "fm" else out
+    over_out = arch.over_arch[-1] if arch.over_arch else over_in
     return {
         "dim": d,
         "tokens": tokens,
         "bottom_out": bottom_out,
         "project": int(project),
-        "flat": plan.n_sparse * d + bottom_out,
+        "flat": flat,
         "out": out,
+        "over_in": over_in,
+        "head_in": over_out + (out if parallel else 0),
     }
 
 
 def plan_cost(plan: ModelPlan) -> Cost:
     arch = plan.architecture
     d = arch.embedding.dim
-    params = plan.n_sparse * arch.embedding.buckets * d  # embedding lookups: 0 FLOPs
+    n_tasks = len(arch.tasks)
+    rows = sum(plan.tables)
+    params = rows * d  # embedding lookups: 0 FLOPs
     flops = 0
-    if plan.n_dense:
+    if plan.n_dense and arch.bottom_mlp:
         p, f, _ = _mlp_cost(plan.n_dense, arch.bottom_mlp, "bottom" in plan.mlp_layernorm)
         params += p
         flops += f
@@ -168,12 +196,15 @@ def plan_cost(plan: ModelPlan) -> Cost:
         # per block: qkv projection, scores, weighted values, output projection
         params += it.layers * (4 * d * d + 4 * d)
         flops += it.layers * (8 * t * d * d + 4 * t * t * d)
-    p, f, last = _mlp_cost(lay["out"], arch.over_arch, "over" in plan.mlp_layernorm)
+    # fm: sums and squares of the embeddings only (0 FLOPs, no params)
+    p, f, _ = _mlp_cost(lay["over_in"], arch.over_arch, "over" in plan.mlp_layernorm)
     params += p
     flops += f
-    n_tasks = len(arch.tasks)
-    params += n_tasks * (last + 1)
-    flops += n_tasks * 2 * last
+    params += n_tasks * (lay["head_in"] + 1)
+    flops += n_tasks * 2 * lay["head_in"]
+    if arch.wide:  # one weight per task per categorical value (a lookup) and per numeric feature
+        params += (rows + plan.n_dense) * n_tasks
+        flops += 2 * plan.n_dense * n_tasks
     return Cost(params=params, flops_per_example=flops)
 
 
@@ -184,13 +215,22 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+Structure = Literal["stacked", "parallel"]
+_STRUCTURE = (
+    "stacked: the over-arch reads the cross output; parallel: both read the features, the heads "
+    "read both. Unset: the architecture's structure if it already is a cross, else stacked."
+)
+
+
 class DCNv2CrossParams(Params):
     layers: int = Field(2, ge=1, le=8, description="Number of full-rank cross layers.")
+    structure: Structure | None = Field(None, description=_STRUCTURE)
 
 
 class LowRankCrossParams(Params):
     layers: int = Field(2, ge=1, le=8, description="Number of low-rank cross layers.")
     rank: int = Field(16, ge=1, le=1024, description="Rank of each cross layer's factorisation.")
+    structure: Structure | None = Field(None, description=_STRUCTURE)
 
 
 class AttentionParams(Params):
@@ -199,7 +239,9 @@ class AttentionParams(Params):
 
 
 class LayerNormParams(Params):
-    where: Literal["bottom", "over", "both"] = Field("both", description="Which MLPs get LayerNorm.")
+    where: Literal["bottom", "over", "both"] = Field(
+        "over", description="Which MLPs get LayerNorm (over: the one every architecture has)."
+    )
 
 
 class DropoutParams(Params):
@@ -216,20 +258,50 @@ class FocalLossParams(Params):
 
 
 class LabelSmoothingParams(Params):
-    epsilon: float = Field(0.05, gt=0, lt=0.5, description="Labels become y*(1-eps) + eps/2.")
+    epsilon: float = Field(0.01, gt=0, lt=0.5, description="Labels become y*(1-eps) + eps/2.")
 
 
 class WarmupCosineParams(Params):
-    warmup_steps: int = Field(100, ge=0, le=10_000_000, alias="warmupSteps")
-    min_lr_ratio: float = Field(0.0, ge=0, le=1, alias="minLrRatio", description="Final lr / peak lr.")
+    warmup_steps: int | None = Field(
+        None, ge=0, le=10_000_000, alias="warmupSteps", description="Warmup steps; unset: warmupFraction of the run."
+    )
+    warmup_fraction: float = Field(
+        0.02, ge=0, lt=1, alias="warmupFraction",
+        description="Warmup as a fraction of the run's steps, when warmupSteps is unset (fits runs of any length).",
+    )
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, alias="minLrRatio", description="Final lr / peak lr.")
+    decay_fraction: float = Field(
+        0.2, gt=0, le=1, alias="decayFraction",
+        description=(
+            "The cosine decay spans this last fraction of the steps after warmup; the lr holds at its "
+            "peak before it (1: cosine over the whole run)."
+        ),
+    )
 
 
 class GradClipParams(Params):
-    max_norm: float = Field(1.0, gt=0, le=1e6, alias="maxNorm", description="Global gradient L2 norm cap.")
+    max_norm: float | None = Field(
+        None, gt=0, le=1e6, alias="maxNorm",
+        description="Fixed cap on the global gradient L2 norm; unset: factor x the running mean of recent norms.",
+    )
+    factor: float = Field(
+        2.0, gt=1, le=100,
+        description=(
+            "Without maxNorm, clip where the norm exceeds factor x its running mean (of the last ~50 "
+            "steps), which cuts spikes whatever the model's gradient scale."
+        ),
+    )
 
 
 class EMAParams(Params):
     decay: float = Field(0.999, gt=0, lt=1, description="EMA decay; evaluation uses the averaged weights.")
+    warmup: bool = Field(
+        True,
+        description=(
+            "Use min(decay, (1 + t) / (10 + t)) at update t, so a short run averages its last tenth "
+            "instead of staying near the initial weights."
+        ),
+    )
 
 
 class TaskWeightingParams(Params):
@@ -239,6 +311,10 @@ class TaskWeightingParams(Params):
 
 
 Applier = Callable[[ModelPlan, Any], ModelPlan]
+
+
+# At most one technique per exclusive slot: two interactions cannot both replace the one there is.
+EXCLUSIVE_SLOTS = frozenset({"interaction"})
 
 
 @dataclass(frozen=True)
@@ -256,9 +332,13 @@ class Technique:
         return plan_cost(self.apply(base, params)) - plan_cost(base)
 
 
-def _with_interaction(plan: ModelPlan, **kw: Any) -> ModelPlan:
+def _with_interaction(plan: ModelPlan, structure: str | None = None, **kw: Any) -> ModelPlan:
     arch = plan.architecture
-    inter = InteractionSpec.model_validate({**arch.interaction.model_dump(), **kw})
+    current = arch.interaction
+    if structure is None:
+        is_cross = kw["kind"] in CROSS_KINDS and current.kind in CROSS_KINDS
+        structure = current.structure if is_cross else "stacked"
+    inter = InteractionSpec.model_validate({**current.model_dump(), **kw, "structure": structure})
     return replace(plan, architecture=arch.model_copy(update={"interaction": inter}))
 
 
@@ -282,12 +362,12 @@ _TECHNIQUES = [
     Technique(
         "dcnv2-cross", "interaction", DCNv2CrossParams,
         "DCNv2 full-rank cross layers x_{l+1} = x0 * (W x_l + b) + x_l replace the interaction.",
-        lambda plan, p: _with_interaction(plan, kind="dcnv2", layers=p.layers),
+        lambda plan, p: _with_interaction(plan, p.structure, kind="dcnv2", layers=p.layers),
     ),
     Technique(
         "lowrank-cross", "interaction", LowRankCrossParams,
         "DCNv2 low-rank cross layers (W = U V, rank r) replace the interaction.",
-        lambda plan, p: _with_interaction(plan, kind="lowrank", layers=p.layers, rank=p.rank),
+        lambda plan, p: _with_interaction(plan, p.structure, kind="lowrank", layers=p.layers, rank=p.rank),
     ),
     Technique(
         "attention-interaction", "interaction", AttentionParams,
@@ -296,7 +376,7 @@ _TECHNIQUES = [
     ),
     Technique(
         "mlp-layernorm", "mlp", LayerNormParams,
-        "LayerNorm after every hidden layer of the bottom and/or over-arch MLP.",
+        "LayerNorm on every hidden layer's pre-activation in the over-arch and/or bottom MLP.",
         _apply_layernorm,
     ),
     Technique(
@@ -321,20 +401,21 @@ _TECHNIQUES = [
     ),
     Technique(
         "lr-warmup-cosine", "schedule", WarmupCosineParams,
-        "Linear learning-rate warmup, then cosine decay to minLrRatio * lr at the last step.",
+        "Linear learning-rate warmup, the peak held, then a cosine decay to minLrRatio * lr at the last step.",
         lambda plan, p: replace(
-            plan, warmup_steps=p.warmup_steps, cosine_decay=True, min_lr_ratio=p.min_lr_ratio
+            plan, warmup_steps=p.warmup_steps, warmup_fraction=p.warmup_fraction, cosine_decay=True,
+            min_lr_ratio=p.min_lr_ratio, decay_fraction=p.decay_fraction,
         ),
     ),
     Technique(
         "grad-clip", "optimizer", GradClipParams,
-        "Clips the global gradient norm before each optimizer step.",
-        lambda plan, p: replace(plan, grad_clip_norm=p.max_norm),
+        "Clips the global gradient norm before each optimizer step (at a fixed cap, or at a multiple of its running mean).",
+        lambda plan, p: replace(plan, grad_clip_norm=p.max_norm, grad_clip_factor=None if p.max_norm else p.factor),
     ),
     Technique(
         "ema", "weights", EMAParams,
         "Keeps an exponential moving average of the weights; evaluates and saves the average.",
-        lambda plan, p: replace(plan, ema_decay=p.decay),
+        lambda plan, p: replace(plan, ema_decay=p.decay, ema_warmup=p.warmup),
     ),
     Technique(
         "task-weighting", "loss", TaskWeightingParams,
@@ -343,7 +424,9 @@ _TECHNIQUES = [
     ),
 ]
 
+# The catalogue's order is the order techniques are applied in, whatever order a spec lists them.
 CATALOGUE: dict[str, Technique] = {t.name: t for t in _TECHNIQUES}
+_ORDER = {name: i for i, name in enumerate(CATALOGUE)}
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -370,6 +453,16 @@ def validate_techniques(refs: list[TechniqueRef]) -> list[BaseModel]:
         if ref.name in seen:
             raise TechniqueError(f"techniques[{i}].name", f"technique {ref.name!r} is listed twice")
         seen.add(ref.name)
+        if tech.slot in EXCLUSIVE_SLOTS:
+            other = next(
+                (r.name for r in refs[:i] if r.name in CATALOGUE and CATALOGUE[r.name].slot == tech.slot), None
+            )
+            if other is not None:
+                raise TechniqueError(
+                    "techniques",
+                    f"{other!r} and {ref.name!r} both set the {tech.slot} (slot {tech.slot!r} takes one "
+                    f"technique: {', '.join(n for n, t in CATALOGUE.items() if t.slot == tech.slot)}); keep one",
+                )
         try:
             out.append(tech.params_model.model_validate(ref.params))
         except ValidationError as exc:
@@ -401,6 +494,12 @@ def _check_plan(plan: ModelPlan, spec: TrainingSpec | None) -> None:
                 f"techniques[{idx}].params.weights.{name}",
                 f"no task named {name!r}; tasks: {', '.join(sorted(tasks))}",
             )
+    if arch.interaction.kind == "fm" and plan.n_sparse < 2:
+        raise TechniqueError(
+            "architecture.interaction.kind",
+            f"fm crosses pairs of sparse features and this data has {plan.n_sparse}; name at least 2 "
+            "sparseColumns or choose another kind (concat, dcnv2, ...)",
+        )
     if plan.n_dense == 0 and plan.n_sparse == 0:
         raise TechniqueError("data", "no features: name denseColumns and/or sparseColumns")
 
@@ -409,8 +508,11 @@ def resolve_plan(spec: TrainingSpec) -> ModelPlan:
     """The model plan of a spec: its architecture and data, then its techniques in order."""
     params = validate_techniques(spec.techniques)
     n_dense, n_sparse = feature_counts(spec)
-    plan = ModelPlan(n_dense=n_dense, n_sparse=n_sparse, architecture=spec.architecture)
-    for ref, p in zip(spec.techniques, params, strict=True):
+    plan = ModelPlan(
+        n_dense=n_dense, n_sparse=n_sparse, architecture=spec.architecture,
+        table_sizes=tuple(sparse_table_sizes(spec)),
+    )
+    for ref, p in sorted(zip(spec.techniques, params, strict=True), key=lambda rp: _ORDER[rp[0].name]):
         plan = CATALOGUE[ref.name].apply(plan, p)
     _check_plan(plan, spec)
     return plan

@@ -135,3 +135,37 @@ def test_techniques_command_lists_every_technique(capsys):
     assert dcn["slot"] == "interaction" and dcn["flopsPerExampleDelta"] > 0 and "layers" in dcn["params"]
     assert main(["techniques"]) == 0
     assert "lowrank-cross" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("attention-interaction", "dcnv2-cross"), ("dcnv2-cross", "lowrank-cross"), ("lowrank-cross", "attention-interaction")],
+)
+def test_two_interaction_techniques_are_rejected_naming_both(first, second):
+    with pytest.raises(TechniqueError) as err:
+        validate_techniques([TechniqueRef(name=first), TechniqueRef(name="dropout"), TechniqueRef(name=second)])
+    assert err.value.field == "techniques"
+    assert first in str(err.value) and second in str(err.value) and "interaction" in str(err.value)
+
+
+def test_the_operator_reports_a_slot_clash_as_the_templates_problem():
+    from modelfleet.api.resources import ModelTemplate
+    from modelfleet.operator.validation import validate_template
+
+    t = ModelTemplate.model_validate({
+        "apiVersion": "modelfleet.dev/v1alpha1", "kind": "ModelTemplate", "metadata": {"name": "t"},
+        "spec": {"techniques": [{"name": "dcnv2-cross"}, {"name": "lowrank-cross"}]},
+    })
+    [problem] = validate_template(t)
+    assert problem.reason == "InvalidTechnique" and problem.field == "spec.techniques"
+    assert "'dcnv2-cross' and 'lowrank-cross'" in problem.message
+
+
+def test_techniques_apply_in_catalogue_order_whatever_the_listed_order(make_spec):
+    names = ["ema", "embedding-dim-scale", "dropout", "lr-warmup-cosine", "dcnv2-cross", "mlp-layernorm"]
+    plans = {
+        repr(resolve_plan(make_spec(techniques=[{"name": n} for n in order])))
+        for order in (names, names[::-1], sorted(names))
+    }
+    assert len(plans) == 1
+    assert list(CATALOGUE).index("dcnv2-cross") < list(CATALOGUE).index("ema")

@@ -61,7 +61,7 @@ EXAMPLES = {
     "embedding-dim-scale": {"name": "embedding-dim-scale", "params": {"factor": 1.5}},
     "focal-loss": {"name": "focal-loss", "params": {"gamma": 2.0, "alpha": 0.25}},
     "label-smoothing": {"name": "label-smoothing", "params": {"epsilon": 0.1}},
-    "lr-warmup-cosine": {"name": "lr-warmup-cosine", "params": {"warmupSteps": 10, "minLrRatio": 0.1}},
+    "lr-warmup-cosine": {"name": "lr-warmup-cosine", "params": {"warmupSteps": 10, "minLrRatio": 0.1, "decayFraction": 1}},
     "grad-clip": {"name": "grad-clip", "params": {"maxNorm": 0.01}},
     "ema": {"name": "ema", "params": {"decay": 0.9}},
     "task-weighting": {"name": "task-weighting", "params": {"weights": {"buy": 3.0}}},
