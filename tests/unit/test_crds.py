@@ -160,9 +160,11 @@ def test_every_cel_rule_is_where_the_models_put_it():
             (f"{at}.labelValues", "self.positive.all(v, !(v in self.negative))", ".negative"),
         ]
 
+    structure = "!has(self.structure) || self.structure == 'stacked' || self.kind in ['dcnv2', 'lowrank']"
     assert found["ModelTemplate"] == [
         (".spec", "!has(self.rollout) || !has(self.rollout.canary) || !has(self.rollout.canary.count)"
          " || self.rollout.canary.count <= self.rollout.maxConcurrentRuns", ".rollout.canary.count"),
+        (".spec.architecture.interaction", structure, ".structure"),
     ]
     assert found["ModelInstance"] == [
         ("", "self.metadata.name.size() <= 52", None),
@@ -172,6 +174,7 @@ def test_every_cel_rule_is_where_the_models_put_it():
     assert found["TrainingRun"] == [
         ("", "self.metadata.name.size() <= 63", None),
         (".spec", "self == oldSelf", None),
+        (".spec.training.architecture.interaction", structure, ".structure"),
         *data_rules(".spec.training.data"),
     ]
 
