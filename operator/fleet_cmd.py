@@ -23,17 +23,18 @@ import glob
 import html
 import json
 import os
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelfleet.errors import CliError
+
 DEFAULT_STATE = ".modelfleet"
 
 
-class SourceError(RuntimeError):
-    """The state or the cluster cannot be read; the message says what and why."""
+class SourceError(CliError):
+    """The state or the cluster cannot be read; the message says what and why (exit 2)."""
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -376,16 +377,8 @@ def configure_report(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="modelfleet-report", metavar="DIR", help="where report.png and report.html go")
 
 
-def _fail(command: str, message: str, code: int) -> int:
-    print(f"modelfleet {command}: {message}", file=sys.stderr)
-    return code
-
-
 def run_status(args: argparse.Namespace) -> int:
-    try:
-        fleet = load_fleet(args)
-    except SourceError as exc:
-        return _fail("status", str(exc), 2)
+    fleet = load_fleet(args)
     rows = status_rows(fleet)
     if args.output == "json":
         print(json.dumps(rows, indent=2))
@@ -399,13 +392,10 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    try:
-        fleet = load_fleet(args)
-    except SourceError as exc:
-        return _fail("logs", str(exc), 2)
+    fleet = load_fleet(args)
     run = find_run(fleet, args.name)
     if run is None:
-        return _fail("logs", f"{args.name}: no TrainingRun or ModelInstance of that name in {fleet.where}", 1)
+        raise CliError(f"{args.name}: no TrainingRun or ModelInstance of that name in {fleet.where}", 1)
     shown = 0
     for source, text in job_logs(fleet, run, args.tail):
         print(f"==> {source} <==")
@@ -413,19 +403,16 @@ def run_logs(args: argparse.Namespace) -> int:
         shown += 1
     if not shown:
         phase = (run.get("status") or {}).get("phase") or "Pending"
-        return _fail("logs", f"run {run['metadata']['name']} ({phase}) has no logs yet", 1)
+        raise CliError(f"run {run['metadata']['name']} ({phase}) has no logs yet", 1)
     return 0
 
 
 def run_report(args: argparse.Namespace) -> int:
-    try:
-        fleet = load_fleet(args)
-    except SourceError as exc:
-        return _fail("report", str(exc), 2)
+    fleet = load_fleet(args)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        return _fail("report", "needs matplotlib: pip install 'modelfleet[report]'", 2)
+        raise CliError("needs matplotlib: pip install 'modelfleet[report]'", 2) from None
     for path in write_report(fleet, Path(args.out)):
         print(path)
     return 0
